@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: MIT
+"""gradcheck: prove a hand-derived gradient right or wrong.
+
+A derivation is compared, quantity by quantity, with two references:
+central finite differences that carry their own error estimate, and JAX
+reverse-mode autodiff of the same loss. The verdict is three-way: pass;
+fail (both references agree and the derivation does not, with the first
+wrong quantity named); inconclusive (the references disagree: numerical
+trouble, never blamed on the derivation).
+"""
+
+from __future__ import annotations
+
+from gradcheck._check import (
+    CheckResult,
+    check_delta_rule,
+    compare_delta_rule,
+    format_failure,
+    load_derivation,
+)
+from gradcheck._compare import Discrepancy, QuantityComparison, Verdict
+from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
+from gradcheck._networks import (
+    Network,
+    bias_name,
+    init_params,
+    squared_error,
+    weight_name,
+)
+from gradcheck.errors import (
+    DerivationLoadError,
+    GradcheckError,
+    GradientMismatchError,
+    InvalidArgumentError,
+    InvalidTypeError,
+)
+
+__all__ = [
+    "CheckResult",
+    "DerivationLoadError",
+    "Discrepancy",
+    "GradcheckError",
+    "GradientMismatchError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "Network",
+    "QuantityComparison",
+    "Verdict",
+    "bias_name",
+    "check_delta_rule",
+    "compare_delta_rule",
+    "delta_rule",
+    "format_failure",
+    "init_params",
+    "load_derivation",
+    "quantity_names",
+    "required_quantity_names",
+    "squared_error",
+    "weight_name",
+]

@@ -1,0 +1,327 @@
+# SPDX-License-Identifier: MIT
+"""One call, one result: check a delta-rule derivation on one network."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck._compare import (
+    QuantityComparison,
+    Verdict,
+    combine_verdicts,
+    compare_quantity,
+)
+from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
+from gradcheck._networks import Network, check_data, check_params
+from gradcheck._numeric import default_steps
+from gradcheck._references import compute_references
+from gradcheck.errors import (
+    DerivationLoadError,
+    GradientMismatchError,
+    InvalidArgumentError,
+    InvalidTypeError,
+)
+
+__all__ = [
+    "CheckResult",
+    "Derivation",
+    "compare_delta_rule",
+    "check_delta_rule",
+    "load_derivation",
+    "format_failure",
+]
+
+Array = NDArray[np.float64]
+Derivation = Callable[[Network, Mapping[str, Array], Array, Array, float], Mapping]
+
+MAX_MESSAGE_QUANTITIES = 3
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of checking a derivation on one network and batch.
+
+    Attributes:
+        verdict: ``fail`` if any quantity failed, else ``inconclusive`` if
+            the references disagreed anywhere, else ``pass``.
+        network: the architecture checked.
+        quantities: one comparison per named quantity, in the document's
+            order (output layer first).
+        first_wrong: the first failing quantity in that order, the step
+            where the derivation first goes wrong; ``None`` if none failed.
+        not_provided: intermediate quantities the derivation did not
+            return, which therefore went unchecked.
+        batch: number of examples.
+        eta: the learning rate of ``Delta W``.
+        label: what was checked, for reports (for example ``generated #3``).
+        reproduce: how to reproduce the check, for example a seed.
+        details: free-form facts for reports, such as the fraction of
+            saturated units.
+    """
+
+    verdict: Verdict
+    network: Network
+    quantities: tuple[QuantityComparison, ...]
+    first_wrong: str | None
+    not_provided: tuple[str, ...]
+    batch: int
+    eta: float
+    label: str = ""
+    reproduce: str = ""
+    details: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def n_inconclusive_quantities(self) -> int:
+        """Quantities whose references disagreed."""
+        return sum(q.verdict is Verdict.INCONCLUSIVE for q in self.quantities)
+
+    def quantity(self, name: str) -> QuantityComparison:
+        """Return the comparison of the quantity called ``name``."""
+        for q in self.quantities:
+            if q.name == name:
+                return q
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return a JSON-ready copy."""
+        return {
+            "label": self.label,
+            "verdict": str(self.verdict),
+            "network": self.network.to_dict(),
+            "architecture": self.network.describe(),
+            "n_params": self.network.n_params,
+            "batch": self.batch,
+            "eta": self.eta,
+            "first_wrong": self.first_wrong,
+            "not_provided": list(self.not_provided),
+            "reproduce": self.reproduce,
+            "details": self.details,
+            "quantities": [q.to_dict() for q in self.quantities],
+        }
+
+
+def _check_eta(eta: object) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)):
+        raise InvalidTypeError(
+            f"eta must be a float, got eta={eta!r}", name="eta", value=eta
+        )
+    if not (math.isfinite(eta) and eta > 0):
+        raise InvalidArgumentError(
+            f"eta must be a positive finite float, got eta={eta!r}",
+            name="eta",
+            value=eta,
+        )
+    return float(eta)
+
+
+def _collect_analytic(
+    network: Network, returned: object
+) -> tuple[dict[str, object], tuple[str, ...]]:
+    if not isinstance(returned, Mapping):
+        raise InvalidTypeError(
+            "a derivation must return a mapping from quantity names to arrays, "
+            f"got {type(returned)!r}",
+            name="derivation",
+            value=returned,
+        )
+    known = quantity_names(network)
+    unknown = [name for name in returned if name not in known]
+    if unknown:
+        raise InvalidArgumentError(
+            f"the derivation returned unknown quantities {unknown}; the names "
+            f"for the network {network.describe()} are {known}",
+            name="derivation",
+            value=unknown,
+        )
+    missing = [n for n in required_quantity_names(network) if n not in returned]
+    if missing:
+        raise InvalidArgumentError(
+            f"the derivation must return the gradient of E, but {missing} "
+            "are missing",
+            name="derivation",
+            value=missing,
+        )
+    not_provided = tuple(name for name in known if name not in returned)
+    return dict(returned), not_provided
+
+
+def compare_delta_rule(
+    network: Network,
+    params: Mapping[str, object],
+    x: object,
+    d: object,
+    eta: float = 0.1,
+    derivation: Derivation = delta_rule,
+    *,
+    rel_step: float | None = None,
+    label: str = "",
+    reproduce: str = "",
+) -> CheckResult:
+    """Check a delta-rule derivation against finite differences and JAX.
+
+    Every named quantity the derivation returns (``dE/dy``, ``dy/ds``,
+    ``theta``, ``dE/dW``, ``dE/db``, ``Delta W``, ``Delta b``) is compared
+    with its own definition as a derivative, entry by entry, with an
+    acceptance band from the finite-difference error estimate (see
+    :mod:`gradcheck._compare`).
+
+    Args:
+        network: the architecture.
+        params: ``"W[u->v]"`` arrays of shape ``(n_u, n_v)`` and, with biases,
+            ``"b[v]"`` arrays of shape ``(n_v,)``.
+        x: inputs, shape ``(batch, n_0)``.
+        d: targets in [0, 1], shape ``(batch, n_out)``.
+        eta: the learning rate, positive.
+        derivation: the implementation under test, with the signature of
+            :func:`gradcheck.delta_rule`; the built-in one by default.
+        rel_step: the finite-difference step relative to ``max(1, |w|)``;
+            ``cbrt(eps)`` of float64 by default.
+        label: a name for the check in reports.
+        reproduce: how to reproduce the check, for reports.
+
+    Returns:
+        The :class:`CheckResult`; it never raises on a wrong derivation.
+
+    Raises:
+        InvalidArgumentError: bad shapes, NaN or Inf in the inputs, a
+            non-positive step or eta, or a derivation that returns unknown
+            names or leaves out the gradient.
+        InvalidTypeError: arguments of the wrong type.
+    """
+    if not isinstance(network, Network):
+        raise InvalidTypeError(
+            f"network must be a gradcheck.Network, got {type(network)!r}",
+            name="network",
+            value=network,
+        )
+    params = check_params(network, params)
+    x, d = check_data(network, x, d)
+    eta = _check_eta(eta)
+    default_steps(np.zeros(1), rel_step)  # validates rel_step early
+    if not callable(derivation):
+        raise InvalidTypeError(
+            f"derivation must be callable, got {derivation!r}",
+            name="derivation",
+            value=derivation,
+        )
+
+    # The derivation gets copies, so a careless one cannot change the
+    # values the references are computed from.
+    returned = derivation(
+        network, {k: v.copy() for k, v in params.items()}, x.copy(), d.copy(), eta
+    )
+    analytic, not_provided = _collect_analytic(network, returned)
+    references = compute_references(network, params, x, d, eta, rel_step)
+
+    comparisons = tuple(
+        compare_quantity(name, analytic[name], references[name])
+        for name in quantity_names(network)
+        if name in analytic
+    )
+    verdict = combine_verdicts([c.verdict for c in comparisons])
+    first_wrong = next(
+        (c.name for c in comparisons if c.verdict is Verdict.FAIL), None
+    )
+    return CheckResult(
+        verdict=verdict,
+        network=network,
+        quantities=comparisons,
+        first_wrong=first_wrong,
+        not_provided=not_provided,
+        batch=x.shape[0],
+        eta=eta,
+        label=label,
+        reproduce=reproduce,
+    )
+
+
+def format_failure(result: CheckResult) -> str:
+    """Summarise a failed check in a few lines, numpy-style.
+
+    The first wrong quantity comes first; at most three failing quantities
+    are listed, each with its worst entries. The HTML report holds the rest.
+    """
+    lines = [
+        f"delta rule derivation is wrong on {result.network.describe()} "
+        f"(batch {result.batch}, eta {result.eta:g})",
+        f"first wrong quantity: {result.first_wrong}",
+    ]
+    failing = [q for q in result.quantities if q.verdict is Verdict.FAIL]
+    for q in failing[:MAX_MESSAGE_QUANTITIES]:
+        lines.append("")
+        lines.append(
+            f"{q.name}: mismatched entries {q.n_mismatched} / {q.size}; "
+            f"max abs discrepancy {q.max_abs_discrepancy:.3g}, "
+            f"max rel discrepancy {q.max_rel_discrepancy:.3g}"
+        )
+        if q.note:
+            lines.append(f"  {q.note}")
+        for w in q.worst:
+            lines.append(
+                f"  {w.name}: analytic {w.analytic:.10g}, numeric {w.numeric:.10g}, "
+                f"autodiff {w.autodiff:.10g}, band {w.band:.2g}"
+            )
+    if len(failing) > MAX_MESSAGE_QUANTITIES:
+        lines.append(
+            f"... and {len(failing) - MAX_MESSAGE_QUANTITIES} more failing quantities"
+        )
+    if result.reproduce:
+        lines.append(f"reproduce: {result.reproduce}")
+    return "\n".join(lines)
+
+
+def check_delta_rule(*args: object, **kwargs: object) -> CheckResult:
+    """Like :func:`compare_delta_rule`, but raise if the derivation is wrong.
+
+    Raises:
+        GradientMismatchError: an ``AssertionError`` whose message names the
+            first wrong quantity and its worst entries; ``.result`` holds
+            the full :class:`CheckResult`.
+    """
+    __tracebackhide__ = True
+    result = compare_delta_rule(*args, **kwargs)  # type: ignore[arg-type]
+    if result.verdict is Verdict.FAIL:
+        raise GradientMismatchError(format_failure(result), result=result)
+    return result
+
+
+def load_derivation(target: str) -> Derivation:
+    """Import a derivation given as ``"package.module:function"``.
+
+    Raises:
+        DerivationLoadError: the target is malformed, the module cannot be
+            imported, or it has no such callable.
+    """
+    module_name, sep, attr = str(target).partition(":")
+    if not sep or not module_name or not attr:
+        raise DerivationLoadError(
+            f"a derivation must be given as 'module:function', got {target!r}",
+            target=target,
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise DerivationLoadError(
+            f"cannot import module {module_name!r} for derivation {target!r}: {err}",
+            target=target,
+        ) from err
+    obj: object = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise DerivationLoadError(
+                f"module {module_name!r} has no attribute {attr!r} "
+                f"(derivation {target!r})",
+                target=target,
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise DerivationLoadError(
+            f"derivation {target!r} is not callable, got {obj!r}", target=target
+        )
+    return obj  # type: ignore[return-value]

@@ -1,0 +1,279 @@
+# SPDX-License-Identifier: MIT
+"""Acceptance bands, per-entry triage and verdicts.
+
+Each entry of a named quantity has three values: ``analytic`` (the
+derivation under test), ``numeric`` (finite differences) and ``autodiff``
+(JAX). The acceptance band of an entry is::
+
+    band = SAFETY_FACTOR * (numeric error estimate
+                            + ROUNDING_FACTOR * eps * max |autodiff| over the quantity)
+
+The first term is how far the finite-difference reference itself may be
+off; the second is float64 rounding in the analytic computation, at the
+scale of the quantity, which also floors the band for entries near zero
+(saturated units, where a relative error means nothing).
+
+Then, per entry:
+
+* ``|numeric - autodiff| > band``: the references disagree, so the entry
+  is *unsettled*: numerical trouble, never blamed on the derivation;
+* otherwise ``|analytic - autodiff| > band``: the entry is *mismatched*:
+  both references agree and the derivation does not.
+
+A quantity fails if any entry is mismatched; otherwise it is inconclusive
+if any entry is unsettled; otherwise it passes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck._numeric import EPS, ROUNDING_FACTOR
+from gradcheck._references import Reference
+
+__all__ = [
+    "Verdict",
+    "Discrepancy",
+    "QuantityComparison",
+    "SAFETY_FACTOR",
+    "compare_quantity",
+    "combine_verdicts",
+    "entry_name",
+]
+
+Array = NDArray[np.float64]
+
+# The error estimate is an estimate, not a bound; a factor of 4 keeps the
+# chance that a right derivation falls outside it negligible while leaving
+# the band far below any mistake of consequence.
+SAFETY_FACTOR = 4.0
+
+DEFAULT_WORST = 5
+
+
+class Verdict(str, enum.Enum):
+    """The outcome of a check or of one quantity."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def combine_verdicts(verdicts: list[Verdict]) -> Verdict:
+    """Return ``fail`` if any failed, else ``inconclusive`` if any was, else ``pass``."""
+    if Verdict.FAIL in verdicts:
+        return Verdict.FAIL
+    if Verdict.INCONCLUSIVE in verdicts:
+        return Verdict.INCONCLUSIVE
+    return Verdict.PASS
+
+
+def entry_name(quantity: str, index: tuple[int, ...]) -> str:
+    """Name one entry, for example ``W[1->2]`` and ``(3, 0)`` give ``W[1->2][3,0]``."""
+    return f"{quantity}[{','.join(str(i) for i in index)}]"
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """One entry's three values and its band.
+
+    Attributes:
+        name: the entry, for example ``theta[2][0,1]``.
+        analytic: the derivation's value (NaN if it gave none).
+        numeric: the finite-difference value.
+        autodiff: the JAX value.
+        band: the acceptance band of this entry.
+    """
+
+    name: str
+    analytic: float
+    numeric: float
+    autodiff: float
+    band: float
+
+    @property
+    def abs_discrepancy(self) -> float:
+        """``|analytic - autodiff|``."""
+        return abs(self.analytic - self.autodiff)
+
+    @property
+    def reference_gap(self) -> float:
+        """``|numeric - autodiff|``, how far the references are apart."""
+        return abs(self.numeric - self.autodiff)
+
+    def to_dict(self) -> dict[str, float | str]:
+        """Return a JSON-ready copy."""
+        return {
+            "name": self.name,
+            "analytic": self.analytic,
+            "numeric": self.numeric,
+            "autodiff": self.autodiff,
+            "band": self.band,
+            "abs_discrepancy": self.abs_discrepancy,
+        }
+
+
+@dataclass(frozen=True)
+class QuantityComparison:
+    """The comparison of one named quantity.
+
+    Attributes:
+        name: the quantity, for example ``dE/dW[0->1]``.
+        verdict: pass, fail or inconclusive.
+        shape: the expected shape.
+        n_mismatched: entries where the references agree and the analytic
+            value lies outside the band.
+        n_unsettled: entries where the two references disagree.
+        max_abs_discrepancy: largest ``|analytic - autodiff|``.
+        max_rel_discrepancy: largest ``|analytic - autodiff| / max(|autodiff|,
+            band)``; the band floors the denominator so that entries near
+            zero do not blow up.
+        max_reference_gap: largest ``|numeric - autodiff|``.
+        max_band: the widest band of any entry.
+        max_band_ratio: largest ``|analytic - autodiff| / band``; below 1
+            everywhere means the derivation is inside its band.
+        max_reference_ratio: largest ``|numeric - autodiff| / band``; above
+            1 means the references disagree.
+        worst: the entries furthest outside (or nearest to) their band,
+            worst first.
+        note: why the quantity failed without a usable comparison (for
+            example a wrong shape), or empty.
+    """
+
+    name: str
+    verdict: Verdict
+    shape: tuple[int, ...]
+    n_mismatched: int
+    n_unsettled: int
+    max_abs_discrepancy: float
+    max_rel_discrepancy: float
+    max_reference_gap: float
+    max_band: float
+    max_band_ratio: float
+    max_reference_ratio: float
+    worst: tuple[Discrepancy, ...] = field(default=())
+    note: str = ""
+
+    @property
+    def size(self) -> int:
+        """Number of entries."""
+        return int(np.prod(self.shape))
+
+    @property
+    def kind(self) -> str:
+        """The quantity without its layer, for example ``dE/dW`` or ``theta``."""
+        return self.name.split("[", 1)[0]
+
+    def to_dict(self) -> dict[str, object]:
+        """Return a JSON-ready copy."""
+        return {
+            "name": self.name,
+            "verdict": str(self.verdict),
+            "shape": list(self.shape),
+            "n_mismatched": self.n_mismatched,
+            "n_unsettled": self.n_unsettled,
+            "max_abs_discrepancy": self.max_abs_discrepancy,
+            "max_rel_discrepancy": self.max_rel_discrepancy,
+            "max_reference_gap": self.max_reference_gap,
+            "max_band": self.max_band,
+            "max_band_ratio": self.max_band_ratio,
+            "max_reference_ratio": self.max_reference_ratio,
+            "worst": [w.to_dict() for w in self.worst],
+            "note": self.note,
+        }
+
+
+def compare_quantity(
+    name: str,
+    analytic: object,
+    reference: Reference,
+    n_worst: int = DEFAULT_WORST,
+) -> QuantityComparison:
+    """Compare one analytic quantity with its two references.
+
+    Args:
+        name: the quantity's name, used for entry names.
+        analytic: the derivation's array for it.
+        reference: its numeric and autodiff references.
+        n_worst: how many of the worst entries to keep.
+
+    Returns:
+        The comparison, with a verdict as the module docstring defines.
+    """
+    numeric = reference.numeric.value
+    autodiff = reference.autodiff
+    shape = tuple(autodiff.shape)
+
+    scale = float(np.max(np.abs(autodiff), initial=0.0))
+    band = SAFETY_FACTOR * (reference.numeric.error + ROUNDING_FACTOR * EPS * scale)
+    gap = np.abs(numeric - autodiff)
+    unsettled = ~(gap <= band)
+
+    analytic = np.asarray(analytic, dtype=np.float64)
+    if analytic.shape != shape:
+        # Broadcasting could hide this, so it is a failure of its own.
+        return QuantityComparison(
+            name=name,
+            verdict=Verdict.FAIL,
+            shape=shape,
+            n_mismatched=int(np.prod(shape)),
+            n_unsettled=int(unsettled.sum()),
+            max_abs_discrepancy=float("inf"),
+            max_rel_discrepancy=float("inf"),
+            max_reference_gap=float(gap.max(initial=0.0)),
+            max_band=float(band.max(initial=0.0)),
+            max_band_ratio=float("inf"),
+            max_reference_ratio=float(np.max(gap / band, initial=0.0)),
+            note=f"the derivation returned shape {analytic.shape}, expected {shape}",
+        )
+
+    diff = np.abs(analytic - autodiff)
+    # NaN in the analytic value never passes: `diff <= band` is False.
+    mismatched = ~unsettled & ~(diff <= band)
+    if mismatched.any():
+        verdict = Verdict.FAIL
+    elif unsettled.any():
+        verdict = Verdict.INCONCLUSIVE
+    else:
+        verdict = Verdict.PASS
+
+    # Rank entries by how far outside their band they lie; unsettled
+    # entries by the reference gap, since that is what went wrong there.
+    severity = np.where(unsettled, gap, diff) / band
+    severity = np.where(np.isnan(severity), np.inf, severity)
+    order = np.argsort(-severity, axis=None, kind="stable")[:n_worst]
+    worst = tuple(
+        Discrepancy(
+            name=entry_name(name, idx),
+            analytic=float(analytic[idx]),
+            numeric=float(numeric[idx]),
+            autodiff=float(autodiff[idx]),
+            band=float(band[idx]),
+        )
+        for idx in (
+            tuple(int(i) for i in np.unravel_index(k, shape)) for k in order
+        )
+    )
+
+    rel = diff / np.maximum(np.abs(autodiff), band)
+    return QuantityComparison(
+        name=name,
+        verdict=verdict,
+        shape=shape,
+        n_mismatched=int(mismatched.sum()),
+        n_unsettled=int(unsettled.sum()),
+        max_abs_discrepancy=float(np.max(diff, initial=0.0)),
+        max_rel_discrepancy=float(np.max(rel, initial=0.0)),
+        max_reference_gap=float(gap.max(initial=0.0)),
+        max_band=float(band.max(initial=0.0)),
+        max_band_ratio=float(np.max(diff / band, initial=0.0)),
+        max_reference_ratio=float(np.max(gap / band, initial=0.0)),
+        worst=worst,
+    )

@@ -1,0 +1,220 @@
+# SPDX-License-Identifier: MIT
+"""Central finite differences that carry their own error estimate.
+
+Every derivative is estimated twice, with a step ``h`` and with ``h / 2``.
+The two central differences ``D(h)`` and ``D(h/2)`` give
+
+* the reported value, by Richardson extrapolation:
+  ``D(h/2) + (D(h/2) - D(h)) / 3``, whose truncation error is O(h^4);
+* an error estimate ``|D(h/2) - D(h)|``, which is about three quarters of
+  the O(h^2) truncation error of ``D(h)`` and so bounds that of the
+  extrapolated value, plus a rounding term ``ROUNDING_FACTOR * eps * |f| /
+  (h / 2)``: a float64 loss is only known to a few ulps of its magnitude,
+  and dividing by the step magnifies that.
+
+The step is ``cbrt(eps) * max(1, |z|)``, the classic balance between the
+truncation error (falling like h^2) and the rounding error (growing like
+1/h) of a central difference, scaled to the entry's magnitude. The
+denominator is the difference of the two perturbed points as actually
+represented, not ``2 h``, so that the step's own rounding does not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradcheck.errors import InvalidArgumentError
+
+__all__ = [
+    "NumericEstimate",
+    "ROUNDING_FACTOR",
+    "default_steps",
+    "central_differences",
+    "elementwise_central_differences",
+]
+
+Array = NDArray[np.float64]
+
+EPS = float(np.finfo(np.float64).eps)
+
+# How many ulps of |f| one evaluation of the loss may be off by. A forward
+# pass of a few layers rounds each product and sum once; cancellation in a
+# net input makes the error larger than one ulp of the result. 64 is a
+# generous bound for the networks this module checks, and its cost is small:
+# the band stays near 1e-8 of the loss scale.
+ROUNDING_FACTOR = 64.0
+
+# Rows of perturbed points evaluated per call, which bounds memory.
+DEFAULT_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class NumericEstimate:
+    """A finite-difference derivative with its error estimate.
+
+    Attributes:
+        value: the Richardson-extrapolated central difference.
+        error: an estimate of ``|value - true derivative|``, per entry.
+        step: the larger of the two steps used, per entry.
+    """
+
+    value: Array
+    error: Array
+    step: Array
+
+    def scaled(self, factor: float) -> NumericEstimate:
+        """Return the estimate of ``factor`` times the derivative."""
+        return NumericEstimate(
+            value=factor * self.value,
+            error=abs(factor) * self.error,
+            step=self.step,
+        )
+
+    def reshaped(self, shape: tuple[int, ...]) -> NumericEstimate:
+        """Return the same estimate with every array reshaped."""
+        return NumericEstimate(
+            self.value.reshape(shape), self.error.reshape(shape), self.step.reshape(shape)
+        )
+
+
+def default_steps(z: Array, rel_step: float | None = None) -> Array:
+    """Return the default step per entry, ``rel_step * max(1, |z|)``.
+
+    Args:
+        z: the point, any shape.
+        rel_step: the step relative to ``max(1, |z|)``; ``cbrt(eps)`` of
+            float64 when omitted.
+
+    Raises:
+        InvalidArgumentError: ``rel_step`` is not a positive finite number.
+    """
+    if rel_step is None:
+        rel_step = EPS ** (1.0 / 3.0)
+    _check_step(rel_step)
+    return rel_step * np.maximum(1.0, np.abs(z))
+
+
+def _check_step(rel_step: float) -> None:
+    if not (isinstance(rel_step, (int, float)) and np.isfinite(rel_step)) or not (
+        rel_step > 0
+    ):
+        raise InvalidArgumentError(
+            f"the finite-difference step must be a positive float, got eps={rel_step!r}",
+            name="eps",
+            value=rel_step,
+        )
+
+
+def _combine(
+    f_plus: tuple[Array, Array],
+    f_minus: tuple[Array, Array],
+    span: tuple[Array, Array],
+) -> tuple[Array, Array]:
+    """Combine the central differences at steps h and h/2.
+
+    Args:
+        f_plus: ``f(z + h)`` and ``f(z + h/2)``.
+        f_minus: ``f(z - h)`` and ``f(z - h/2)``.
+        span: the represented distances ``(z + h) - (z - h)`` and the same
+            for h/2; broadcastable against the values.
+
+    Returns:
+        ``(value, error)``.
+    """
+    d1 = (f_plus[0] - f_minus[0]) / span[0]
+    d2 = (f_plus[1] - f_minus[1]) / span[1]
+    value = d2 + (d2 - d1) / 3.0
+    scale = np.maximum.reduce([np.abs(f) for f in (*f_plus, *f_minus)])
+    rounding = ROUNDING_FACTOR * EPS * scale / (span[1] / 2.0)
+    return value, np.abs(d2 - d1) + rounding
+
+
+def central_differences(
+    evaluate_shifted: Callable[[NDArray[np.int64], Array], Array],
+    z: Array,
+    steps: Array,
+    chunk: int = DEFAULT_CHUNK,
+) -> NumericEstimate:
+    """Differentiate by central differences along every coordinate of ``z``.
+
+    The perturbed points are never materialised here: ``evaluate_shifted``
+    receives, for a chunk of K rows, the coordinate ``index[k]`` and the
+    amount ``delta[k]`` to add to it, and evaluates all K points in one
+    vectorised call. Chunks have a fixed length (the last one is padded with
+    zero shifts), so a compiled ``evaluate_shifted`` compiles once.
+
+    Args:
+        evaluate_shifted: ``(index (K,), delta (K,)) -> values (K, ...)``:
+            the function at ``z + delta[k] * e_index[k]`` for each row k.
+            Trailing axes are separate outputs (for example one loss per
+            example), each differentiated on its own.
+        z: the point, shape ``(P,)``.
+        steps: the step per coordinate, shape ``(P,)``, positive.
+        chunk: rows per call to ``evaluate_shifted``.
+
+    Returns:
+        The derivative of every output with respect to every coordinate,
+        shape ``(P, ...)``.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    steps = np.asarray(steps, dtype=np.float64)
+    if not (steps > 0).all():
+        raise InvalidArgumentError(
+            f"every finite-difference step must be positive, got {steps.min()!r}",
+            name="eps",
+            value=steps,
+        )
+    n = z.size
+    # Represented shifts: (z + h) - z is what the evaluation really sees.
+    shifts = []
+    for h in (steps, steps / 2.0):
+        shifts += [(z + h) - z, (z - h) - z]
+    index = np.tile(np.arange(n), 4)
+    delta = np.concatenate(shifts)
+
+    rows = index.size
+    chunk = max(1, min(chunk, rows))
+    padded = -(-rows // chunk) * chunk
+    index = np.concatenate([index, np.zeros(padded - rows, dtype=index.dtype)])
+    delta = np.concatenate([delta, np.zeros(padded - rows)])
+    values = np.concatenate(
+        [
+            np.asarray(evaluate_shifted(index[i : i + chunk], delta[i : i + chunk]))
+            for i in range(0, padded, chunk)
+        ]
+    )[:rows]
+
+    f = values.reshape((4, n) + values.shape[1:])
+    extra = (1,) * (values.ndim - 1)
+    span_h = (shifts[0] - shifts[1]).reshape((n,) + extra)
+    span_h2 = (shifts[2] - shifts[3]).reshape((n,) + extra)
+    value, error = _combine((f[0], f[2]), (f[1], f[3]), (span_h, span_h2))
+    step = np.broadcast_to(steps.reshape((n,) + extra), value.shape).copy()
+    return NumericEstimate(value, error, step)
+
+
+def elementwise_central_differences(
+    f: Callable[[Array], Array], s: Array, steps: Array
+) -> NumericEstimate:
+    """Differentiate an elementwise function, such as an activation, at ``s``.
+
+    Args:
+        f: an elementwise function, evaluated on arrays shaped like ``s``.
+        s: the points, any shape.
+        steps: the step per point, shaped like ``s``.
+
+    Returns:
+        ``f'(s)`` per entry, shaped like ``s``.
+    """
+    s = np.asarray(s, dtype=np.float64)
+    plus = [s + steps, s + steps / 2.0]
+    minus = [s - steps, s - steps / 2.0]
+    f_plus = tuple(np.asarray(f(p), dtype=np.float64) for p in plus)
+    f_minus = tuple(np.asarray(f(m), dtype=np.float64) for m in minus)
+    span = (plus[0] - minus[0], plus[1] - minus[1])
+    value, error = _combine(f_plus, f_minus, span)
+    return NumericEstimate(value, error, np.asarray(steps, dtype=np.float64))

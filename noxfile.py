@@ -1,0 +1,34 @@
+# SPDX-License-Identifier: MIT
+"""Sessions: tests, report, lint."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+
+# Sessions run on the interpreter nox itself runs on, so a fresh machine
+# needs no other Python.
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (slow property runs excluded; pass -m slow for them)."""
+    session.install("-e", ".[test]")
+    args = session.posargs or ["-m", "not slow"]
+    session.run("pytest", *args, env={"GRADCHECK_PROFILE": "ci"})
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Check the delta rule on generated networks and real data; write reports/."""
+    session.install("-e", ".")
+    session.run("python", "-m", "gradcheck", "report", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and check formatting with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", "gradcheck", "tests", "noxfile.py")
