@@ -28,6 +28,7 @@ from gradcheck._networks import (
     weight_name,
 )
 from gradcheck.errors import (
+    DerivationError,
     DerivationLoadError,
     GradcheckError,
     GradientMismatchError,
@@ -37,6 +38,7 @@ from gradcheck.errors import (
 
 __all__ = [
     "CheckResult",
+    "DerivationError",
     "DerivationLoadError",
     "Discrepancy",
     "GradcheckError",

@@ -22,7 +22,9 @@ from gradcheck._networks import Network, check_data, check_params
 from gradcheck._numeric import default_steps
 from gradcheck._references import compute_references
 from gradcheck.errors import (
+    DerivationError,
     DerivationLoadError,
+    GradcheckError,
     GradientMismatchError,
     InvalidArgumentError,
     InvalidTypeError,
@@ -120,6 +122,12 @@ def _check_eta(eta: object) -> float:
     return float(eta)
 
 
+def _callable_name(fn: object) -> str:
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return f"{module}:{name}" if module else name
+
+
 def _collect_analytic(
     network: Network, returned: object
 ) -> tuple[dict[str, object], tuple[str, ...]]:
@@ -142,8 +150,7 @@ def _collect_analytic(
     missing = [n for n in required_quantity_names(network) if n not in returned]
     if missing:
         raise InvalidArgumentError(
-            f"the derivation must return the gradient of E, but {missing} "
-            "are missing",
+            f"the derivation must return the gradient of E, but {missing} are missing",
             name="derivation",
             value=missing,
         )
@@ -213,9 +220,18 @@ def compare_delta_rule(
 
     # The derivation gets copies, so a careless one cannot change the
     # values the references are computed from.
-    returned = derivation(
-        network, {k: v.copy() for k, v in params.items()}, x.copy(), d.copy(), eta
-    )
+    try:
+        returned = derivation(
+            network, {k: v.copy() for k, v in params.items()}, x.copy(), d.copy(), eta
+        )
+    except GradcheckError:
+        raise
+    except Exception as err:
+        raise DerivationError(
+            f"the derivation {_callable_name(derivation)} raised "
+            f"{type(err).__name__}: {err} on the network {network.describe()}",
+            derivation=derivation,
+        ) from err
     analytic, not_provided = _collect_analytic(network, returned)
     references = compute_references(network, params, x, d, eta, rel_step)
 
@@ -225,9 +241,7 @@ def compare_delta_rule(
         if name in analytic
     )
     verdict = combine_verdicts([c.verdict for c in comparisons])
-    first_wrong = next(
-        (c.name for c in comparisons if c.verdict is Verdict.FAIL), None
-    )
+    first_wrong = next((c.name for c in comparisons if c.verdict is Verdict.FAIL), None)
     return CheckResult(
         verdict=verdict,
         network=network,

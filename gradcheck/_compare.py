@@ -55,19 +55,16 @@ SAFETY_FACTOR = 4.0
 DEFAULT_WORST = 5
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     """The outcome of a check or of one quantity."""
 
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 def combine_verdicts(verdicts: list[Verdict]) -> Verdict:
-    """Return ``fail`` if any failed, else ``inconclusive`` if any was, else ``pass``."""
+    """Return ``fail`` if any failed, else ``inconclusive`` if any, else ``pass``."""
     if Verdict.FAIL in verdicts:
         return Verdict.FAIL
     if Verdict.INCONCLUSIVE in verdicts:
@@ -257,9 +254,7 @@ def compare_quantity(
             autodiff=float(autodiff[idx]),
             band=float(band[idx]),
         )
-        for idx in (
-            tuple(int(i) for i in np.unravel_index(k, shape)) for k in order
-        )
+        for idx in (tuple(int(i) for i in np.unravel_index(k, shape)) for k in order)
     )
 
     rel = diff / np.maximum(np.abs(autodiff), band)

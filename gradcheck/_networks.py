@@ -162,8 +162,7 @@ def _check_sizes(sizes: object) -> tuple[int, ...]:
             )
         if n < 1:
             raise InvalidArgumentError(
-                f"layer {layer} width must be at least 1, got {n!r} in "
-                f"sizes={sizes!r}",
+                f"layer {layer} width must be at least 1, got {n!r} in sizes={sizes!r}",
                 name="sizes",
                 value=sizes,
             )
@@ -187,7 +186,7 @@ def _check_skips(skips: object, n_layers: int) -> tuple[tuple[int, int], ...]:
                 name="skips",
                 value=skips,
             ) from None
-        if not (0 <= u and u + 1 < v < n_layers):
+        if not (u >= 0 and u + 1 < v < n_layers):
             raise InvalidArgumentError(
                 f"skip {edge!r} must satisfy 0 <= u and u + 1 < v < {n_layers} "
                 "(neighbouring layers are always connected)",
@@ -362,9 +361,7 @@ def forward(
     s_all: list[jax.Array] = [x]
     y_all: list[jax.Array] = [x]
     for v in range(1, network.n_layers):
-        s = sum(
-            y_all[u] @ params[weight_name(u, v)] for u in network.predecessors(v)
-        )
+        s = sum(y_all[u] @ params[weight_name(u, v)] for u in network.predecessors(v))
         if network.bias:
             s = s + params[bias_name(v)]
         if probes_s is not None:
@@ -401,7 +398,9 @@ def squared_error(
     probes_s: Mapping[int, jax.Array] | None = None,
     probe_y: jax.Array | None = None,
 ) -> jax.Array:
-    """Return the document's loss ``E = 1/2 * sum over examples and outputs of (d - y)^2``.
+    """Return the document's loss, ``E = 1/2 * sum of (d - y)^2``.
+
+    The sum runs over the output units and over the examples of the batch.
 
     The loss is summed, not averaged, over the batch: the delta rule's
     ``dE/dW[u,v] = -theta_v y_u`` holds for the sum. This one function is

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck.errors import InvalidArgumentError
+from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
     "NumericEstimate",
@@ -77,7 +77,9 @@ class NumericEstimate:
     def reshaped(self, shape: tuple[int, ...]) -> NumericEstimate:
         """Return the same estimate with every array reshaped."""
         return NumericEstimate(
-            self.value.reshape(shape), self.error.reshape(shape), self.step.reshape(shape)
+            self.value.reshape(shape),
+            self.error.reshape(shape),
+            self.step.reshape(shape),
         )
 
 
@@ -99,12 +101,17 @@ def default_steps(z: Array, rel_step: float | None = None) -> Array:
 
 
 def _check_step(rel_step: float) -> None:
-    if not (isinstance(rel_step, (int, float)) and np.isfinite(rel_step)) or not (
-        rel_step > 0
-    ):
+    if isinstance(rel_step, bool) or not isinstance(rel_step, (int, float)):
+        raise InvalidTypeError(
+            f"the finite-difference step must be a float, got rel_step={rel_step!r}",
+            name="rel_step",
+            value=rel_step,
+        )
+    if not (np.isfinite(rel_step) and rel_step > 0):
         raise InvalidArgumentError(
-            f"the finite-difference step must be a positive float, got eps={rel_step!r}",
-            name="eps",
+            "the finite-difference step must be a positive float, "
+            f"got rel_step={rel_step!r}",
+            name="rel_step",
             value=rel_step,
         )
 
@@ -165,7 +172,7 @@ def central_differences(
     if not (steps > 0).all():
         raise InvalidArgumentError(
             f"every finite-difference step must be positive, got {steps.min()!r}",
-            name="eps",
+            name="steps",
             value=steps,
         )
     n = z.size

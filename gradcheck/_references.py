@@ -179,7 +179,9 @@ def compute_references(
         (g_z, g_probes_s, g_probe_y), s, slopes = fns["autodiff"](zj, xj, dj)
 
         def loss_at(index, delta):
-            return fns["loss_shifted"](zj, xj, dj, jnp.asarray(index), jnp.asarray(delta))
+            return fns["loss_shifted"](
+                zj, xj, dj, jnp.asarray(index), jnp.asarray(delta)
+            )
 
         def probes_at(index, delta):
             return fns["probe_losses_shifted"](

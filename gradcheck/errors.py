@@ -15,6 +15,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "DerivationLoadError",
+    "DerivationError",
     "GradientMismatchError",
 ]
 
@@ -61,6 +62,20 @@ class DerivationLoadError(GradcheckError, ValueError):
     def __init__(self, message: str, *, target: str) -> None:
         super().__init__(message)
         self.target = target
+
+
+class DerivationError(GradcheckError, RuntimeError):
+    """The derivation under test raised an exception of its own.
+
+    The original exception is chained as ``__cause__``.
+
+    Attributes:
+        derivation: the callable that raised.
+    """
+
+    def __init__(self, message: str, *, derivation: Any) -> None:
+        super().__init__(message)
+        self.derivation = derivation
 
 
 class GradientMismatchError(GradcheckError, AssertionError):

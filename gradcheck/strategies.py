@@ -98,7 +98,9 @@ def networks(
         (u, v) for u, v in itertools.combinations(range(len(sizes)), 2) if v > u + 1
     ]
     skips = tuple(
-        edge for edge in possible if draw(st.booleans(), label=f"skip {edge[0]}->{edge[1]}")
+        edge
+        for edge in possible
+        if draw(st.booleans(), label=f"skip {edge[0]}->{edge[1]}")
     )
     bias = draw(st.booleans(), label="bias")
     return Network(sizes, skips, bias)
