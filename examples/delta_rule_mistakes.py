@@ -33,7 +33,8 @@ def _backprop(
         s = sum(y[u] @ params[weight_name(u, v)] for u in network.predecessors(v))
         if network.bias:
             s = s + params[bias_name(v)]
-        y[v] = 1.0 / (1.0 + np.exp(-s))
+        e = np.exp(-np.abs(s))  # a sigmoid that neither overflows nor underflows
+        y[v] = np.where(s >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
     out = network.output_layer
     q = {f"dE/dy[{out}]": -error_sign * (d - y[out])}

@@ -111,6 +111,8 @@ def _hypothesis_settings(max_examples: int, phases: list[Phase]) -> settings:
 def _run_generated(
     campaign: Campaign, derivation: Derivation, on_result: OnResult
 ) -> None:
+    if not campaign.count:
+        return
     results = campaign.sections.setdefault(GENERATED, [])
 
     @seed(campaign.seed)
@@ -131,8 +133,7 @@ def _run_generated(
         results.append(result)
         on_result(result)
 
-    if campaign.count:
-        explore()
+    explore()
 
 
 def _shrink_failure(campaign: Campaign, derivation: Derivation) -> CheckResult | None:
@@ -227,11 +228,12 @@ def run_campaign(
     on_result = on_result or (lambda result: None)
     campaign = Campaign(derivation=derivation_name, count=count, seed=int(seed_))
     campaign.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    campaign.descriptions[GENERATED] = (
-        f"{count} architectures drawn by Hypothesis from seed {seed_}: 0 to 4 "
-        "hidden layers of 1 to 8 units, random skip connections, bias on or "
-        "off, weights from 1e-3 to saturating scales, batches of 1 to 8."
-    )
+    if count:
+        campaign.descriptions[GENERATED] = (
+            f"{count} architectures drawn by Hypothesis from seed {seed_}: 0 to "
+            "4 hidden layers of 1 to 8 units, random skip connections, bias on "
+            "or off, weights from 1e-3 to saturating scales, batches of 1 to 8."
+        )
     if digits_epochs is not None:
         campaign.descriptions[DIGITS] = (
             f"A {DIGITS_NETWORK.describe()} network trained for {digits_epochs} "

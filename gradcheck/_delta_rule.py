@@ -70,9 +70,12 @@ def required_quantity_names(network: Network) -> list[str]:
 
 
 def _sigmoid(s: Array) -> Array:
-    # Written through tanh so that large |s| neither overflows exp nor
-    # loses the tiny tail values a saturated unit still has.
-    return 0.5 * (1.0 + np.tanh(0.5 * s))
+    # exp of minus |s| never overflows, and each branch divides without
+    # cancellation, so a saturated unit keeps its tiny tail value
+    # (sigma(-40) = 4.2e-18, not 0). The form 0.5 * (1 + tanh(s / 2))
+    # loses it: 1 + tanh cancels to the last bit.
+    e = np.exp(-np.abs(s))
+    return np.where(s >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def delta_rule(
