@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Two classic mistakes in a hand-written delta rule, for trying gradcheck.
+"""Three classic mistakes in a hand-written delta rule, for trying gradcheck.
 
 Each function has the signature of ``gradcheck.delta_rule`` and is a whole,
 consistent backprop with one mistake in it, so the mistake spreads to
@@ -8,7 +8,9 @@ every quantity computed after it, as it would in real code. Check one with
     nox -s report -- --derivation examples.delta_rule_mistakes:missing_output_slope
 
 and the report names the first wrong quantity: ``theta`` of the output
-layer for the missing slope, ``dE/dy`` of the output layer for the sign.
+layer for the missing slope, ``dE/dy`` of the output layer for the sign,
+and ``theta`` of the highest hidden layer with a skip connection for the
+missing skip successors (which is right on networks without skips).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ def _backprop(
     d: np.ndarray,
     eta: float,
     *,
-    output_slope: bool,
-    error_sign: float,
+    output_slope: bool = True,
+    error_sign: float = 1.0,
+    skip_successors: bool = True,
 ) -> dict[str, np.ndarray]:
     y = {0: x}
     for v in range(1, network.n_layers):
@@ -44,9 +47,8 @@ def _backprop(
         if v == out:
             theta[v] = -q[f"dE/dy[{out}]"] * (slope if output_slope else 1.0)
         else:
-            back = sum(
-                theta[o] @ params[weight_name(v, o)].T for o in network.successors(v)
-            )
+            successors = network.successors(v) if skip_successors else (v + 1,)
+            back = sum(theta[o] @ params[weight_name(v, o)].T for o in successors)
             theta[v] = slope * back
         q[f"dy/ds[{v}]"] = slope
         q[f"theta[{v}]"] = theta[v]
@@ -61,9 +63,14 @@ def _backprop(
 
 def missing_output_slope(network, params, x, d, eta):
     """The output error signal without its factor y(1 - y): theta_o = d - y."""
-    return _backprop(network, params, x, d, eta, output_slope=False, error_sign=1.0)
+    return _backprop(network, params, x, d, eta, output_slope=False)
 
 
 def flipped_error_sign(network, params, x, d, eta):
     """The error e = d - y with its sign flipped, so dE/dy = d - y."""
-    return _backprop(network, params, x, d, eta, output_slope=True, error_sign=-1.0)
+    return _backprop(network, params, x, d, eta, error_sign=-1.0)
+
+
+def missing_skip_successors(network, params, x, d, eta):
+    """Hidden error signals summed over the next layer only, not all of Suc(h)."""
+    return _backprop(network, params, x, d, eta, skip_successors=False)

@@ -6,12 +6,15 @@ derivation under test), ``numeric`` (finite differences) and ``autodiff``
 (JAX). The acceptance band of an entry is::
 
     band = SAFETY_FACTOR * (numeric error estimate
+                            + rounding of the entry
                             + ROUNDING_FACTOR * eps * max |autodiff| over the quantity)
 
 The first term is how far the finite-difference reference itself may be
-off; the second is float64 rounding in the analytic computation, at the
-scale of the quantity, which also floors the band for entries near zero
-(saturated units, where a relative error means nothing).
+off. The second is how far the entry moves when every input moves by a few
+ulps (see :mod:`gradcheck._references`): no float64 computation of it, the
+analytic one included, can be held closer than that. The third floors the
+band at the scale of the quantity, for entries near zero (saturated units,
+where a relative error means nothing).
 
 Then, per entry:
 
@@ -187,6 +190,13 @@ class QuantityComparison:
         }
 
 
+def _ratio(amount: Array, band: Array) -> Array:
+    """Return ``amount / band``: 0 for 0 / 0, inf for x / 0 and for NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(amount == 0, 0.0, amount / band)
+    return np.where(np.isnan(ratio), np.inf, ratio)
+
+
 def compare_quantity(
     name: str,
     analytic: object,
@@ -209,7 +219,9 @@ def compare_quantity(
     shape = tuple(autodiff.shape)
 
     scale = float(np.max(np.abs(autodiff), initial=0.0))
-    band = SAFETY_FACTOR * (reference.numeric.error + ROUNDING_FACTOR * EPS * scale)
+    band = SAFETY_FACTOR * (
+        reference.numeric.error + reference.rounding + ROUNDING_FACTOR * EPS * scale
+    )
     gap = np.abs(numeric - autodiff)
     unsettled = ~(gap <= band)
 
@@ -227,7 +239,7 @@ def compare_quantity(
             max_reference_gap=float(gap.max(initial=0.0)),
             max_band=float(band.max(initial=0.0)),
             max_band_ratio=float("inf"),
-            max_reference_ratio=float(np.max(gap / band, initial=0.0)),
+            max_reference_ratio=float(np.max(_ratio(gap, band), initial=0.0)),
             note=f"the derivation returned shape {analytic.shape}, expected {shape}",
         )
 
@@ -243,8 +255,7 @@ def compare_quantity(
 
     # Rank entries by how far outside their band they lie; unsettled
     # entries by the reference gap, since that is what went wrong there.
-    severity = np.where(unsettled, gap, diff) / band
-    severity = np.where(np.isnan(severity), np.inf, severity)
+    severity = _ratio(np.where(unsettled, gap, diff), band)
     order = np.argsort(-severity, axis=None, kind="stable")[:n_worst]
     worst = tuple(
         Discrepancy(
@@ -257,7 +268,7 @@ def compare_quantity(
         for idx in (tuple(int(i) for i in np.unravel_index(k, shape)) for k in order)
     )
 
-    rel = diff / np.maximum(np.abs(autodiff), band)
+    rel = _ratio(diff, np.maximum(np.abs(autodiff), band))
     return QuantityComparison(
         name=name,
         verdict=verdict,
@@ -268,7 +279,7 @@ def compare_quantity(
         max_rel_discrepancy=float(np.max(rel, initial=0.0)),
         max_reference_gap=float(gap.max(initial=0.0)),
         max_band=float(band.max(initial=0.0)),
-        max_band_ratio=float(np.max(diff / band, initial=0.0)),
-        max_reference_ratio=float(np.max(gap / band, initial=0.0)),
+        max_band_ratio=float(np.max(_ratio(diff, band), initial=0.0)),
+        max_reference_ratio=float(np.max(_ratio(gap, band), initial=0.0)),
         worst=worst,
     )

@@ -138,6 +138,10 @@ class Network:
         }
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _check_sizes(sizes: object) -> tuple[int, ...]:
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
         raise InvalidTypeError(
@@ -154,7 +158,7 @@ def _check_sizes(sizes: object) -> tuple[int, ...]:
             value=sizes,
         )
     for layer, n in enumerate(sizes):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        if not _is_int(n):
             raise InvalidTypeError(
                 f"layer {layer} width must be an int, got {n!r} in sizes={sizes!r}",
                 name="sizes",
@@ -179,13 +183,20 @@ def _check_skips(skips: object, n_layers: int) -> tuple[tuple[int, int], ...]:
     checked = set()
     for edge in skips:
         try:
-            u, v = (int(i) for i in edge)
+            u, v = edge
         except (TypeError, ValueError):
             raise InvalidTypeError(
                 f"each skip must be a pair (u, v) of layer indices, got {edge!r}",
                 name="skips",
                 value=skips,
             ) from None
+        if not all(_is_int(i) for i in (u, v)):
+            raise InvalidTypeError(
+                f"skip layer indices must be ints, got {edge!r}",
+                name="skips",
+                value=skips,
+            )
+        u, v = int(u), int(v)
         if not (u >= 0 and u + 1 < v < n_layers):
             raise InvalidArgumentError(
                 f"skip {edge!r} must satisfy 0 <= u and u + 1 < v < {n_layers} "

@@ -8,9 +8,14 @@ The two central differences ``D(h)`` and ``D(h/2)`` give
   ``D(h/2) + (D(h/2) - D(h)) / 3``, whose truncation error is O(h^4);
 * an error estimate ``|D(h/2) - D(h)|``, which is about three quarters of
   the O(h^2) truncation error of ``D(h)`` and so bounds that of the
-  extrapolated value, plus a rounding term ``ROUNDING_FACTOR * eps * |f| /
-  (h / 2)``: a float64 loss is only known to a few ulps of its magnitude,
-  and dividing by the step magnifies that.
+  extrapolated value, plus a rounding term ``4 * noise / h``: if each
+  evaluation of f is off by up to ``noise``, the extrapolated difference is
+  off by at most ``3 * noise / h``.
+
+``noise`` is how far one evaluation of f may be from the exact value. The
+caller estimates it (see :mod:`gradcheck._references`, which perturbs every
+input by a few ulps and watches f move); it is never taken below
+``ULP_FACTOR * eps * |f|``, since f is at best known to the last few bits.
 
 The step is ``cbrt(eps) * max(1, |z|)``, the classic balance between the
 truncation error (falling like h^2) and the rounding error (growing like
@@ -32,6 +37,7 @@ from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 __all__ = [
     "NumericEstimate",
     "ROUNDING_FACTOR",
+    "ULP_FACTOR",
     "default_steps",
     "central_differences",
     "elementwise_central_differences",
@@ -41,11 +47,13 @@ Array = NDArray[np.float64]
 
 EPS = float(np.finfo(np.float64).eps)
 
-# How many ulps of |f| one evaluation of the loss may be off by. A forward
-# pass of a few layers rounds each product and sum once; cancellation in a
-# net input makes the error larger than one ulp of the result. 64 is a
-# generous bound for the networks this module checks, and its cost is small:
-# the band stays near 1e-8 of the loss scale.
+# The least rounding noise assumed for one evaluation of f, in ulps of |f|:
+# the result is rounded once, and a few operations before it each add about
+# half an ulp. A measured noise level replaces it when larger.
+ULP_FACTOR = 8.0
+
+# Rounding error of a quantity computed from the same inputs, in ulps of
+# the quantity's largest entry: the floor of every acceptance band.
 ROUNDING_FACTOR = 64.0
 
 # Rows of perturbed points evaluated per call, which bounds memory.
@@ -120,6 +128,7 @@ def _combine(
     f_plus: tuple[Array, Array],
     f_minus: tuple[Array, Array],
     span: tuple[Array, Array],
+    noise: Array | float = 0.0,
 ) -> tuple[Array, Array]:
     """Combine the central differences at steps h and h/2.
 
@@ -128,6 +137,7 @@ def _combine(
         f_minus: ``f(z - h)`` and ``f(z - h/2)``.
         span: the represented distances ``(z + h) - (z - h)`` and the same
             for h/2; broadcastable against the values.
+        noise: how far one evaluation of f may be off, broadcastable.
 
     Returns:
         ``(value, error)``.
@@ -136,7 +146,10 @@ def _combine(
     d2 = (f_plus[1] - f_minus[1]) / span[1]
     value = d2 + (d2 - d1) / 3.0
     scale = np.maximum.reduce([np.abs(f) for f in (*f_plus, *f_minus)])
-    rounding = ROUNDING_FACTOR * EPS * scale / (span[1] / 2.0)
+    noise = np.maximum(noise, ULP_FACTOR * EPS * scale)
+    # (4 D(h/2) - D(h)) / 3 with each f off by up to `noise`: at most
+    # (4 * 2 / span_2 + 2 / span_1) * noise / 3 = 3 * noise / span_2.
+    rounding = 4.0 * noise / span[1]
     return value, np.abs(d2 - d1) + rounding
 
 
@@ -144,6 +157,7 @@ def central_differences(
     evaluate_shifted: Callable[[NDArray[np.int64], Array], Array],
     z: Array,
     steps: Array,
+    noise: Array | float = 0.0,
     chunk: int = DEFAULT_CHUNK,
 ) -> NumericEstimate:
     """Differentiate by central differences along every coordinate of ``z``.
@@ -161,6 +175,8 @@ def central_differences(
             example), each differentiated on its own.
         z: the point, shape ``(P,)``.
         steps: the step per coordinate, shape ``(P,)``, positive.
+        noise: how far one evaluation may be off, per output (shape of the
+            trailing axes) or one number for all.
         chunk: rows per call to ``evaluate_shifted``.
 
     Returns:
@@ -199,13 +215,16 @@ def central_differences(
     extra = (1,) * (values.ndim - 1)
     span_h = (shifts[0] - shifts[1]).reshape((n,) + extra)
     span_h2 = (shifts[2] - shifts[3]).reshape((n,) + extra)
-    value, error = _combine((f[0], f[2]), (f[1], f[3]), (span_h, span_h2))
+    value, error = _combine((f[0], f[2]), (f[1], f[3]), (span_h, span_h2), noise)
     step = np.broadcast_to(steps.reshape((n,) + extra), value.shape).copy()
     return NumericEstimate(value, error, step)
 
 
 def elementwise_central_differences(
-    f: Callable[[Array], Array], s: Array, steps: Array
+    f: Callable[[Array], Array],
+    s: Array,
+    steps: Array,
+    noise: Array | float = 0.0,
 ) -> NumericEstimate:
     """Differentiate an elementwise function, such as an activation, at ``s``.
 
@@ -213,6 +232,7 @@ def elementwise_central_differences(
         f: an elementwise function, evaluated on arrays shaped like ``s``.
         s: the points, any shape.
         steps: the step per point, shaped like ``s``.
+        noise: how far one evaluation may be off, broadcastable to ``s``.
 
     Returns:
         ``f'(s)`` per entry, shaped like ``s``.
@@ -223,5 +243,5 @@ def elementwise_central_differences(
     f_plus = tuple(np.asarray(f(p), dtype=np.float64) for p in plus)
     f_minus = tuple(np.asarray(f(m), dtype=np.float64) for m in minus)
     span = (plus[0] - minus[0], plus[1] - minus[1])
-    value, error = _combine(f_plus, f_minus, span)
+    value, error = _combine(f_plus, f_minus, span, noise)
     return NumericEstimate(value, error, np.asarray(steps, dtype=np.float64))

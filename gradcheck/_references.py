@@ -17,6 +17,16 @@ against its definition, not against another formula:
 
 Every computation here runs in float64, whatever the caller's JAX
 configuration.
+
+Rounding is estimated, not assumed. Float64 arithmetic gives the exact
+result for inputs off by a few ulps (backward stability), so a quantity
+cannot be trusted beyond how far it moves when every input (parameters,
+inputs, targets) is perturbed by a few ulps. The references are evaluated
+again at ``PERTURBATION_TRIALS`` such perturbed points; how far the loss
+moves sets the finite-difference noise, and how far each autodiff quantity
+moves is its rounding allowance. This catches cancellation that a bound in
+ulps of the result misses: ``d - y`` for a target close to the output is
+known to ``eps * |y|``, not to ``eps * |d - y|``.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from numpy.typing import NDArray
 from gradcheck._delta_rule import quantity_names
 from gradcheck._networks import Network, example_losses, forward
 from gradcheck._numeric import (
+    EPS,
     NumericEstimate,
     central_differences,
     default_steps,
@@ -43,6 +54,10 @@ __all__ = ["Reference", "compute_references"]
 
 Array = NDArray[np.float64]
 
+# Perturbed evaluations used to estimate rounding, and their size in ulps.
+PERTURBATION_TRIALS = 3
+PERTURBATION_ULPS = 16.0
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -51,10 +66,14 @@ class Reference:
     Attributes:
         numeric: the finite-difference estimate and its error estimate.
         autodiff: the JAX autodiff value.
+        rounding: how far the quantity moves when every input moves by a
+            few ulps, per entry: the accuracy any float64 computation of it,
+            the analytic one included, can be held to.
     """
 
     numeric: NumericEstimate
     autodiff: Array
+    rounding: Array
 
 
 def _unflatten(network: Network, z: jax.Array) -> dict[str, jax.Array]:
@@ -113,12 +132,14 @@ def _compiled(network: Network, batch: int) -> dict[str, object]:
     def autodiff(z, x, d):
         probes_s, probe_y = zero_probes(x)
         grads = jax.grad(total_loss, argnums=(0, 3, 4))(z, x, d, probes_s, probe_y)
-        s, _ = forward(network, _unflatten(network, z), x)
+        params = _unflatten(network, z)
+        s, _ = forward(network, params, x)
         slopes = [
             jax.jvp(jax.nn.sigmoid, (s[v],), (jnp.ones_like(s[v]),))[1]
             for v in range(1, network.n_layers)
         ]
-        return grads, s[1:], slopes
+        losses = example_losses(network, params, x, d)
+        return grads, s[1:], slopes, losses
 
     @jax.jit
     def loss_shifted(z, x, d, index, delta):
@@ -176,7 +197,8 @@ def compute_references(
 
     with jax.enable_x64(True):
         zj, xj, dj = (jnp.asarray(a, dtype=jnp.float64) for a in (z, x, d))
-        (g_z, g_probes_s, g_probe_y), s, slopes = fns["autodiff"](zj, xj, dj)
+        base = _flat_autodiff(fns["autodiff"](zj, xj, dj))
+        moved = _perturbation_spread(fns["autodiff"], base, z, x, d)
 
         def loss_at(index, delta):
             return fns["loss_shifted"](
@@ -188,57 +210,119 @@ def compute_references(
                 zj, xj, dj, jnp.asarray(index), jnp.asarray(delta)
             )
 
-        num_z = central_differences(loss_at, z, default_steps(z, rel_step))
-        n_cols = _n_probe_columns(network)
-        cols = np.zeros(n_cols)
-        # Shape (n_cols, batch): one column of probes per row.
-        num_cols = central_differences(probes_at, cols, default_steps(cols, rel_step))
-        s = [np.asarray(a) for a in s]
+        num_z = central_differences(
+            loss_at, z, default_steps(z, rel_step), noise=moved["loss"]
+        )
+        cols = np.zeros(_n_probe_columns(network))
+        # Shape (n_cols, batch): one column of probes per row, one loss per
+        # example, each with its own noise.
+        num_cols = central_differences(
+            probes_at, cols, default_steps(cols, rel_step), noise=moved["losses"]
+        )
         num_slopes = [
             elementwise_central_differences(
                 lambda t: np.asarray(jax.nn.sigmoid(jnp.asarray(t))),
                 s_v,
                 default_steps(s_v, rel_step),
+                noise=moved[f"sigma[{v}]"],
             )
-            for s_v in s
+            for v, s_v in enumerate(base["s"], start=1)
         ]
 
+    g_z, g_cols = base["g_z"], base["g_cols"]
+    r_z, r_cols = moved["g_z"], moved["g_cols"]
     refs: dict[str, Reference] = {}
 
     # Parameter gradients and updates.
-    g_z = np.asarray(g_z)
     start = 0
     for name, shape in shapes.items():
-        size = int(np.prod(shape))
-        part = slice(start, start + size)
+        part = slice(start, start + int(np.prod(shape)))
         numeric = NumericEstimate(
             num_z.value[part], num_z.error[part], num_z.step[part]
         ).reshaped(shape)
         autodiff = g_z[part].reshape(shape)
-        refs[f"dE/d{name}"] = Reference(numeric, autodiff)
-        refs[f"Delta {name}"] = Reference(numeric.scaled(-eta), -eta * autodiff)
-        start += size
+        rounding = r_z[part].reshape(shape)
+        refs[f"dE/d{name}"] = Reference(numeric, autodiff, rounding)
+        refs[f"Delta {name}"] = Reference(
+            numeric.scaled(-eta), -eta * autodiff, eta * rounding
+        )
+        start = part.stop
 
-    # Error signals: theta_v = -dE/ds_v; output error derivative dE/dy_o.
+    # Error signals, theta_v = -dE/ds_v, and the output error derivative
+    # dE/dy_o, from the probe columns: one per unit, layer by layer, then
+    # the output probes.
     start = 0
     for v in range(1, network.n_layers):
-        n = network.sizes[v]
-        part = slice(start, start + n)
+        part = slice(start, start + network.sizes[v])
         numeric = NumericEstimate(
             num_cols.value[part].T, num_cols.error[part].T, num_cols.step[part].T
         )
         refs[f"theta[{v}]"] = Reference(
-            numeric.scaled(-1.0), -np.asarray(g_probes_s[v])
+            numeric.scaled(-1.0), -g_cols[:, part], r_cols[:, part]
         )
-        slope = num_slopes[v - 1]
-        refs[f"dy/ds[{v}]"] = Reference(slope, np.asarray(slopes[v - 1]))
-        start += n
+        refs[f"dy/ds[{v}]"] = Reference(
+            num_slopes[v - 1], base["slopes"][v - 1], moved["slopes"][v - 1]
+        )
+        start = part.stop
     out = network.output_layer
     part = slice(start, start + network.sizes[out])
     refs[f"dE/dy[{out}]"] = Reference(
         NumericEstimate(
             num_cols.value[part].T, num_cols.error[part].T, num_cols.step[part].T
         ),
-        np.asarray(g_probe_y),
+        g_cols[:, part],
+        r_cols[:, part],
     )
     return {name: refs[name] for name in quantity_names(network)}
+
+
+def _flat_autodiff(outputs: tuple) -> dict[str, object]:
+    """Turn the jitted autodiff outputs into numpy arrays, probes side by side."""
+    (g_z, g_probes_s, g_probe_y), s, slopes, losses = outputs
+    g_cols = np.concatenate(
+        [np.asarray(g_probes_s[v]) for v in sorted(g_probes_s)]
+        + [np.asarray(g_probe_y)],
+        axis=1,
+    )
+    s = [np.asarray(a) for a in s]
+    return {
+        "g_z": np.asarray(g_z),
+        "g_cols": g_cols,
+        "s": s,
+        "sigma": [np.asarray(jax.nn.sigmoid(jnp.asarray(a))) for a in s],
+        "slopes": [np.asarray(a) for a in slopes],
+        "losses": np.asarray(losses),
+    }
+
+
+def _perturbation_spread(
+    autodiff: object, base: dict[str, object], z: Array, x: Array, d: Array
+) -> dict[str, object]:
+    """Return how far each reference moves when the inputs move by a few ulps.
+
+    Each trial multiplies every entry of the parameters, inputs and targets
+    by ``1 +- PERTURBATION_ULPS * eps`` with random signs (seeded, so checks
+    are repeatable) and keeps the largest move of each output over the
+    trials.
+    """
+    rng = np.random.default_rng(0)
+
+    def nudge(a: Array) -> jax.Array:
+        signs = rng.choice([-1.0, 1.0], size=a.shape)
+        return jnp.asarray(a * (1.0 + PERTURBATION_ULPS * EPS * signs))
+
+    spread: dict[str, object] = {}
+    for _ in range(PERTURBATION_TRIALS):
+        trial = _flat_autodiff(autodiff(nudge(z), nudge(x), nudge(d)))
+        for key in ("g_z", "g_cols", "losses"):
+            move = np.abs(trial[key] - base[key])
+            spread[key] = np.maximum(spread.get(key, 0.0), move)
+        for key in ("slopes", "sigma"):
+            moves = [np.abs(t - b) for t, b in zip(trial[key], base[key], strict=True)]
+            old = spread.get(key, [0.0] * len(moves))
+            spread[key] = [np.maximum(o, m) for o, m in zip(old, moves, strict=True)]
+        loss_move = abs(float(trial["losses"].sum() - base["losses"].sum()))
+        spread["loss"] = max(spread.get("loss", 0.0), loss_move)
+    for v, sigma in enumerate(spread.pop("sigma"), start=1):
+        spread[f"sigma[{v}]"] = sigma
+    return spread

@@ -1,0 +1,540 @@
+# SPDX-License-Identifier: MIT
+"""Checking whole derivations: right ones pass, wrong ones are caught at the
+first wrong step, and disagreeing references are never blamed on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from numpy.testing import assert_array_equal
+
+from gradcheck import (
+    DerivationError,
+    GradcheckError,
+    GradientMismatchError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    Network,
+    Verdict,
+    bias_name,
+    check_delta_rule,
+    compare_delta_rule,
+    delta_rule,
+    format_failure,
+    init_params,
+    quantity_names,
+    required_quantity_names,
+    weight_name,
+)
+from gradcheck import strategies as gst
+from gradcheck._compare import combine_verdicts, compare_quantity
+from gradcheck._numeric import NumericEstimate
+from gradcheck._references import Reference
+
+# One architecture and batch size for most tests, so JAX compiles the
+# references once: layer 1 feeds layer 2 and, through a skip, layer 3.
+SKIP_NET = Network((2, 3, 2, 1), skips=((1, 3),), bias=True)
+BATCH = 4
+ETA = 0.1
+
+
+def _case(network: Network, seed: int = 0, scale: float = 1.0) -> tuple:
+    rng = np.random.default_rng(seed)
+    params = init_params(network, rng, scale=scale)
+    x = rng.uniform(-2.0, 2.0, (BATCH, network.sizes[0]))
+    d = rng.uniform(0.0, 1.0, (BATCH, network.sizes[-1]))
+    return params, x, d
+
+
+def _sigmoid(s: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(s))
+    return np.where(s >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _outputs(network: Network, params: dict, x: np.ndarray) -> dict:
+    """Net inputs s and outputs y per layer, as a person would write them."""
+    s, y = {}, {0: x}
+    for v in range(1, network.n_layers):
+        s[v] = sum(y[u] @ params[weight_name(u, v)] for u in network.predecessors(v))
+        if network.bias:
+            s[v] = s[v] + params[bias_name(v)]
+        y[v] = _sigmoid(s[v])
+    return s, y
+
+
+# A hand-written backprop with switches for classic mistakes. With the
+# defaults it is right; each switch puts one mistake into it, and every
+# quantity after the mistake is computed from the wrong values, as in real
+# buggy code (no entry is patched after the fact).
+def _backprop(
+    network: Network,
+    params: dict,
+    x: np.ndarray,
+    d: np.ndarray,
+    eta: float,
+    *,
+    error_sign: float = 1.0,
+    output_slope: bool = True,
+    hidden_slope=lambda y: y * (1.0 - y),
+    follow_skips: bool = True,
+    grad_factor: float = 1.0,
+    weight_eta: bool = True,
+    intermediates: bool = True,
+) -> dict:
+    _, y = _outputs(network, params, x)
+    out = network.output_layer
+
+    e = error_sign * (d - y[out])
+    q = {f"dE/dy[{out}]": -e}
+    theta = {}
+    for v in range(out, 0, -1):
+        if v == out:
+            slope = y[v] * (1.0 - y[v])
+            theta[v] = e * (slope if output_slope else 1.0)
+        else:
+            slope = hidden_slope(y[v])
+            successors = network.successors(v) if follow_skips else (v + 1,)
+            back = sum(theta[o] @ params[weight_name(v, o)].T for o in successors)
+            theta[v] = slope * back
+        q[f"dy/ds[{v}]"] = slope
+        q[f"theta[{v}]"] = theta[v]
+
+        for u in network.predecessors(v):
+            grad = -grad_factor * (y[u].T @ theta[v])
+            q[f"dE/d{weight_name(u, v)}"] = grad
+            q[f"Delta {weight_name(u, v)}"] = -(eta if weight_eta else 1.0) * grad
+        if network.bias:
+            q[f"dE/d{bias_name(v)}"] = -theta[v].sum(axis=0)
+            q[f"Delta {bias_name(v)}"] = eta * theta[v].sum(axis=0)
+
+    if not intermediates:
+        q = {name: q[name] for name in required_quantity_names(network)}
+    return q
+
+
+def right_backprop(network, params, x, d, eta):
+    """The delta rule as the document derives it."""
+    return _backprop(network, params, x, d, eta)
+
+
+def output_theta_without_slope(network, params, x, d, eta):
+    """theta_o = d - y: the factor y(1 - y) forgotten."""
+    return _backprop(network, params, x, d, eta, output_slope=False)
+
+
+def flipped_error_sign(network, params, x, d, eta):
+    """e = y - d, so dE/dy = d - y."""
+    return _backprop(network, params, x, d, eta, error_sign=-1.0)
+
+
+def hidden_theta_ignoring_skips(network, params, x, d, eta):
+    """theta_h collects the error from the next layer only."""
+    return _backprop(network, params, x, d, eta, follow_skips=False)
+
+
+def update_without_eta(network, params, x, d, eta):
+    """Delta W = -dE/dW: the learning rate forgotten."""
+    return _backprop(network, params, x, d, eta, weight_eta=False)
+
+
+def gradient_without_half(network, params, x, d, eta):
+    """dE/dW twice too large: the 1/2 in E forgotten."""
+    return _backprop(network, params, x, d, eta, grad_factor=2.0)
+
+
+def hidden_slope_plus(network, params, x, d, eta):
+    """A hidden unit's slope written y(1 + y)."""
+    return _backprop(network, params, x, d, eta, hidden_slope=lambda y: y * (1.0 + y))
+
+
+def hidden_slope_plus_gradient_only(network, params, x, d, eta):
+    """y(1 + y) again, returning only the gradient of E."""
+    return _backprop(
+        network,
+        params,
+        x,
+        d,
+        eta,
+        hidden_slope=lambda y: y * (1.0 + y),
+        intermediates=False,
+    )
+
+
+# (a) The built-in delta rule on fixed networks.
+
+FIXED_CASES = [
+    pytest.param(Network((2, 3, 1)), 1.0, id="2-3-1-bias"),
+    pytest.param(SKIP_NET, 1.0, id="skip-1-3-bias"),
+    pytest.param(
+        Network((3, 4, 4, 2), skips=((0, 2), (0, 3), (1, 3)), bias=False),
+        1.0,
+        id="three-skips-no-bias",
+    ),
+    pytest.param(SKIP_NET, 30.0, id="skip-1-3-bias-saturating"),
+    pytest.param(
+        Network((3, 4, 4, 2), skips=((0, 2), (0, 3), (1, 3)), bias=False),
+        30.0,
+        id="three-skips-no-bias-saturating",
+    ),
+    pytest.param(SKIP_NET, 1e-3, id="skip-1-3-bias-tiny"),
+    pytest.param(
+        Network((2, 3, 2, 1), skips=((0, 2),), bias=False),
+        1e-3,
+        id="skip-0-2-no-bias-tiny",
+    ),
+]
+
+
+@pytest.mark.parametrize(("network", "scale"), FIXED_CASES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_builtin_delta_rule_passes_on_fixed_network(network, scale, seed):
+    params, x, d = _case(network, seed, scale)
+
+    result = compare_delta_rule(network, params, x, d, ETA)
+
+    assert result.verdict is Verdict.PASS, format_failure(result)
+    assert result.first_wrong is None
+    assert result.not_provided == ()
+    assert [q.name for q in result.quantities] == quantity_names(network)
+
+
+def test_saturating_scale_really_saturates_units():
+    params, x, _ = _case(SKIP_NET, seed=0, scale=30.0)
+
+    s, _ = _outputs(SKIP_NET, params, x)
+
+    net_inputs = np.concatenate([a.ravel() for a in s.values()])
+    assert np.mean(np.abs(net_inputs) > 10.0) > 0.5
+
+
+def test_hand_written_right_backprop_passes():
+    params, x, d = _case(SKIP_NET, seed=3)
+
+    result = compare_delta_rule(SKIP_NET, params, x, d, ETA, right_backprop)
+
+    assert result.verdict is Verdict.PASS, format_failure(result)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e-9, 1e-4])
+def test_builtin_delta_rule_never_fails_when_targets_match_outputs(offset):
+    # A well-trained network has d close to y. Then dE/dy = -(d - y) is a
+    # difference of nearly equal numbers, known only to eps * |y|, while
+    # the band's rounding floor is eps times the (tiny) size of dE/dy
+    # itself, so a correct derivation can be blamed.
+    network = Network((3, 4, 4, 2), skips=((0, 2), (0, 3), (1, 3)), bias=False)
+    params, x, _ = _case(network, seed=0)
+    _, y = _outputs(network, params, x)
+    d = y[network.output_layer] + offset
+
+    result = compare_delta_rule(network, params, x, d, ETA)
+
+    assert result.verdict is not Verdict.FAIL, format_failure(result)
+
+
+# (b) The built-in delta rule on generated networks.
+
+
+def _assert_passes(case: gst.DeltaRuleCase) -> None:
+    result = compare_delta_rule(*case.args)
+
+    unsettled = [
+        f"{q.name}: {q.n_unsettled} of {q.size} entries, reference gap "
+        f"{q.max_reference_ratio:.3g} times the band"
+        for q in result.quantities
+        if q.verdict is Verdict.INCONCLUSIVE
+    ]
+    assert result.verdict is not Verdict.FAIL, format_failure(result)
+    assert result.verdict is Verdict.PASS, (
+        f"references disagree on {case.describe()}: " + "; ".join(unsettled)
+    )
+
+
+# Each new architecture and batch size compiles the references (about 1 s),
+# so the profile's full run is slow; a few examples stay in the default run.
+@pytest.mark.slow
+@given(gst.delta_rule_cases())
+def test_builtin_delta_rule_never_fails_on_generated_networks(case):
+    _assert_passes(case)
+
+
+@settings(max_examples=5)
+@given(gst.delta_rule_cases())
+def test_builtin_delta_rule_never_fails_on_a_few_generated_networks(case):
+    _assert_passes(case)
+
+
+# (c) Wrong derivations are caught at their first wrong quantity.
+
+MISTAKES = [
+    pytest.param(output_theta_without_slope, "theta[3]", id="output-theta-no-slope"),
+    pytest.param(flipped_error_sign, "dE/dy[3]", id="flipped-error-sign"),
+    pytest.param(hidden_theta_ignoring_skips, "theta[1]", id="theta-ignores-skip"),
+    pytest.param(update_without_eta, "Delta W[1->3]", id="update-without-eta"),
+    pytest.param(gradient_without_half, "dE/dW[1->3]", id="gradient-without-half"),
+    pytest.param(hidden_slope_plus, "dy/ds[2]", id="hidden-slope-y-1-plus-y"),
+    pytest.param(
+        hidden_slope_plus_gradient_only,
+        "dE/dW[1->2]",
+        id="hidden-slope-y-1-plus-y-gradient-only",
+    ),
+]
+
+
+@pytest.mark.parametrize(("derivation", "first_wrong"), MISTAKES)
+def test_wrong_derivation_fails_at_first_wrong_quantity(derivation, first_wrong):
+    params, x, d = _case(SKIP_NET, seed=3)
+
+    result = compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
+
+    assert result.verdict is Verdict.FAIL
+    assert result.first_wrong == first_wrong, format_failure(result)
+    names = [q.name for q in result.quantities]
+    before = result.quantities[: names.index(first_wrong)]
+    assert all(q.verdict is Verdict.PASS for q in before)
+    assert result.quantity(first_wrong).n_mismatched > 0
+
+
+def test_skip_mistake_is_invisible_without_skips():
+    # The same code is right on a network without skip connections, so
+    # the failure above is really about the skip.
+    network = Network((2, 3, 2, 1), bias=True)
+    params, x, d = _case(network, seed=3)
+
+    result = compare_delta_rule(network, params, x, d, ETA, hidden_theta_ignoring_skips)
+
+    assert result.verdict is Verdict.PASS, format_failure(result)
+
+
+# (d) check_delta_rule raises on a wrong derivation.
+
+
+def test_check_delta_rule_raises_mismatch_naming_first_wrong_quantity():
+    params, x, d = _case(SKIP_NET, seed=3)
+
+    with pytest.raises(GradientMismatchError) as info:
+        check_delta_rule(
+            SKIP_NET, params, x, d, ETA, output_theta_without_slope, reproduce="seed 3"
+        )
+
+    err = info.value
+    assert isinstance(err, AssertionError)
+    assert isinstance(err, GradcheckError)
+    message = str(err)
+    assert "first wrong quantity: theta[3]" in message
+    assert "theta[3][" in message
+    assert "on 2-3-2-1 +skip 1->3 +bias (batch 4, eta 0.1)" in message
+    assert "reproduce: seed 3" in message
+    assert err.result.first_wrong == "theta[3]"
+    assert err.result.verdict is Verdict.FAIL
+
+
+def test_check_delta_rule_returns_result_when_right():
+    params, x, d = _case(SKIP_NET, seed=3)
+
+    result = check_delta_rule(SKIP_NET, params, x, d, ETA)
+
+    assert result.verdict is Verdict.PASS
+
+
+# (e) What a derivation returns.
+
+
+def _returning(change):
+    def derivation(network, params, x, d, eta):
+        quantities = delta_rule(network, params, x, d, eta)
+        change(quantities)
+        return quantities
+
+    return derivation
+
+
+def test_wrong_shape_fails_with_a_note():
+    params, x, d = _case(SKIP_NET, seed=3)
+    derivation = _returning(lambda q: q.update({"theta[3]": q["theta[3]"].T}))
+
+    result = compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
+
+    assert result.verdict is Verdict.FAIL
+    assert result.first_wrong == "theta[3]"
+    note = result.quantity("theta[3]").note
+    assert note == "the derivation returned shape (1, 4), expected (4, 1)"
+    assert note in format_failure(result)
+
+
+def test_unknown_quantity_name_is_rejected():
+    params, x, d = _case(SKIP_NET, seed=3)
+    derivation = _returning(lambda q: q.update({"theta[7]": q["theta[3]"]}))
+
+    with pytest.raises(
+        InvalidArgumentError, match=r"unknown quantities \['theta\[7\]'\]"
+    ):
+        compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
+
+
+def test_missing_weight_gradient_is_rejected():
+    params, x, d = _case(SKIP_NET, seed=3)
+    derivation = _returning(lambda q: q.pop("dE/dW[0->1]"))
+
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"must return the gradient of E, but \['dE/dW\[0->1\]'\] are missing",
+    ) as info:
+        compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
+
+    assert isinstance(info.value, ValueError)
+
+
+def test_non_mapping_return_is_rejected():
+    params, x, d = _case(SKIP_NET, seed=3)
+
+    def derivation(network, params, x, d, eta):
+        return list(delta_rule(network, params, x, d, eta).values())
+
+    with pytest.raises(InvalidTypeError, match="must return a mapping") as info:
+        compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
+
+    assert isinstance(info.value, TypeError)
+
+
+def test_derivation_that_raises_is_reported_as_such():
+    params, x, d = _case(SKIP_NET, seed=3)
+
+    def derivation(network, params, x, d, eta):
+        raise KeyError("W[9->9]")
+
+    with pytest.raises(DerivationError, match=r"raised KeyError: 'W\[9->9\]'") as info:
+        compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
+
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_gradient_only_derivation_is_checked_and_lists_the_rest():
+    params, x, d = _case(SKIP_NET, seed=3)
+
+    def derivation(network, params, x, d, eta):
+        quantities = delta_rule(network, params, x, d, eta)
+        return {n: quantities[n] for n in required_quantity_names(network)}
+
+    result = compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
+
+    assert result.verdict is Verdict.PASS, format_failure(result)
+    required = required_quantity_names(SKIP_NET)
+    assert sorted(q.name for q in result.quantities) == sorted(required)
+    expected_rest = [n for n in quantity_names(SKIP_NET) if n not in required]
+    assert list(result.not_provided) == expected_rest
+
+
+# (f) The derivation works on copies.
+
+
+def test_derivation_that_scribbles_on_its_arguments_changes_nothing():
+    params, x, d = _case(SKIP_NET, seed=3)
+    originals = ({k: v.copy() for k, v in params.items()}, x.copy(), d.copy())
+    clean = compare_delta_rule(SKIP_NET, params, x, d, ETA)
+
+    def scribbler(network, params, x, d, eta):
+        quantities = delta_rule(network, params, x, d, eta)
+        for array in params.values():
+            array[...] = 7.0
+        x[...] = 0.0
+        d[...] = 1.0
+        return quantities
+
+    result = compare_delta_rule(SKIP_NET, params, x, d, ETA, scribbler)
+
+    assert result.verdict is Verdict.PASS, format_failure(result)
+    assert result.to_dict()["quantities"] == clean.to_dict()["quantities"]
+    for name, value in originals[0].items():
+        assert_array_equal(params[name], value)
+    assert_array_equal(x, originals[1])
+    assert_array_equal(d, originals[2])
+
+
+# (g) Triage: disagreeing references make an entry unsettled, never wrong.
+
+
+def _reference(numeric, autodiff, error) -> Reference:
+    numeric = np.asarray(numeric, dtype=np.float64)
+    estimate = NumericEstimate(
+        value=numeric,
+        error=np.broadcast_to(np.asarray(error, dtype=np.float64), numeric.shape),
+        step=np.full(numeric.shape, 6e-6),
+    )
+    autodiff = np.asarray(autodiff, dtype=np.float64)
+    return Reference(estimate, autodiff, rounding=np.zeros_like(autodiff))
+
+
+@pytest.mark.parametrize(
+    "analytic",
+    [
+        pytest.param(1.0, id="analytic-equals-autodiff"),
+        pytest.param(1.1, id="analytic-equals-numeric"),
+        pytest.param(5.0, id="analytic-far-from-both"),
+    ],
+)
+def test_reference_disagreement_is_inconclusive_never_fail(analytic):
+    # The references are 0.1 apart and the band is about 4e-9.
+    reference = _reference([1.1], [1.0], 1e-9)
+
+    comparison = compare_quantity("dE/dW[0->1]", np.array([analytic]), reference)
+
+    assert comparison.verdict is Verdict.INCONCLUSIVE
+    assert comparison.n_unsettled == 1
+    assert comparison.n_mismatched == 0
+    assert comparison.max_reference_ratio > 1.0
+
+
+def test_analytic_off_while_references_agree_fails():
+    reference = _reference([1.0, -2.0], [1.0 + 1e-12, -2.0], 1e-9)
+
+    comparison = compare_quantity("theta[1]", np.array([1.0, -2.01]), reference)
+
+    assert comparison.verdict is Verdict.FAIL
+    assert comparison.n_mismatched == 1
+    assert comparison.n_unsettled == 0
+    assert comparison.worst[0].name == "theta[1][1]"
+    assert comparison.worst[0].analytic == -2.01
+
+
+def test_mismatch_elsewhere_fails_even_with_an_unsettled_entry():
+    reference = _reference([1.1, 3.0], [1.0, 3.0], 1e-9)
+
+    comparison = compare_quantity("theta[1]", np.array([1.0, 3.5]), reference)
+
+    assert comparison.verdict is Verdict.FAIL
+    assert comparison.n_unsettled == 1
+    assert comparison.n_mismatched == 1
+
+
+def test_entries_near_zero_pass_within_the_rounding_band():
+    # A realistic numeric error estimate: 64 eps |E| / (h / 2) for a loss
+    # of order 1 and h = 6e-6 is about 5e-9.
+    reference = _reference([0.0, 0.0], [1e-13, -3e-14], 5e-9)
+
+    comparison = compare_quantity("theta[2]", np.array([1e-12, 0.0]), reference)
+
+    assert comparison.verdict is Verdict.PASS
+    assert comparison.n_mismatched == comparison.n_unsettled == 0
+    assert comparison.max_band_ratio < 1.0
+
+
+def test_nan_analytic_entry_never_passes():
+    reference = _reference([0.5], [0.5], 1e-9)
+
+    comparison = compare_quantity("theta[2]", np.array([np.nan]), reference)
+
+    assert comparison.verdict is Verdict.FAIL
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        ([Verdict.PASS, Verdict.PASS], Verdict.PASS),
+        ([Verdict.PASS, Verdict.INCONCLUSIVE], Verdict.INCONCLUSIVE),
+        ([Verdict.INCONCLUSIVE, Verdict.FAIL, Verdict.PASS], Verdict.FAIL),
+        ([], Verdict.PASS),
+    ],
+)
+def test_combine_verdicts_ranks_fail_over_inconclusive_over_pass(verdicts, expected):
+    assert combine_verdicts(verdicts) is expected
