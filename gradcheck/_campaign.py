@@ -28,18 +28,16 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from gradcheck._check import CheckResult, Derivation, compare_delta_rule
 from gradcheck._compare import SAFETY_FACTOR, Verdict
-from gradcheck._delta_rule import delta_rule
+from gradcheck._delta_rule import QUANTITY_KINDS, delta_rule
 from gradcheck._digits import DIGITS_NETWORK, train_on_digits
 from gradcheck._numeric import EPS, ROUNDING_FACTOR
 from gradcheck.errors import GradientMismatchError, InvalidArgumentError
 from gradcheck.strategies import DeltaRuleCase, delta_rule_cases
 
-__all__ = ["Campaign", "run_campaign", "summarise", "QUANTITY_KINDS"]
+__all__ = ["Campaign", "run_campaign", "summarise"]
 
 logger = logging.getLogger(__name__)
 
-# The kinds of named quantity, in the document's order.
-QUANTITY_KINDS = ("dE/dy", "dy/ds", "theta", "dE/dW", "dE/db", "Delta W", "Delta b")
 
 GENERATED = "Generated architectures"
 DIGITS = "Real data: scikit-learn digits"

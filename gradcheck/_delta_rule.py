@@ -35,12 +35,17 @@ from numpy.typing import NDArray
 from gradcheck._networks import Network, bias_name, weight_name
 
 __all__ = [
+    "QUANTITY_KINDS",
     "delta_rule",
     "quantity_names",
     "required_quantity_names",
 ]
 
 Array = NDArray[np.float64]
+
+# The kinds of named quantity, in the document's order; a quantity's name is
+# its kind followed by its layer, for example ``theta[2]`` or ``dE/dW[0->1]``.
+QUANTITY_KINDS = ("dE/dy", "dy/ds", "theta", "dE/dW", "dE/db", "Delta W", "Delta b")
 
 
 def quantity_names(network: Network) -> list[str]:

@@ -43,10 +43,6 @@ logger = logging.getLogger(__name__)
 HTML_NAME = "index.html"
 JSON_NAME = "results.json"
 
-# The order in which quantity kinds are listed, output side first, as in
-# the derivation itself.
-KIND_ORDER = ("dE/dy", "dy/ds", "theta", "dE/dW", "dE/db", "Delta W", "Delta b")
-
 # Most failing checks the plot labels by name; more would be unreadable.
 MAX_PLOT_LABELS = 8
 

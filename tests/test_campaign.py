@@ -7,7 +7,8 @@ import pytest
 
 from examples import delta_rule_mistakes as mistakes
 from gradcheck import Verdict, delta_rule
-from gradcheck._campaign import GENERATED, QUANTITY_KINDS, run_campaign, summarise
+from gradcheck._campaign import GENERATED, run_campaign, summarise
+from gradcheck._delta_rule import QUANTITY_KINDS
 from gradcheck._digits import DIGITS_NETWORK, train_on_digits
 from gradcheck.errors import InvalidArgumentError
 

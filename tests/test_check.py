@@ -9,6 +9,16 @@ import pytest
 from hypothesis import given, settings
 from numpy.testing import assert_array_equal
 
+from examples.delta_rule_mistakes import (
+    flipped_error_sign,
+    gradient_without_half,
+    hidden_slope_plus,
+    hidden_slope_plus_gradient_only,
+    missing_output_slope,
+    missing_skip_successors,
+    right_backprop,
+    update_without_eta,
+)
 from gradcheck import (
     DerivationError,
     GradcheckError,
@@ -61,104 +71,6 @@ def _outputs(network: Network, params: dict, x: np.ndarray) -> dict:
             s[v] = s[v] + params[bias_name(v)]
         y[v] = _sigmoid(s[v])
     return s, y
-
-
-# A hand-written backprop with switches for classic mistakes. With the
-# defaults it is right; each switch puts one mistake into it, and every
-# quantity after the mistake is computed from the wrong values, as in real
-# buggy code (no entry is patched after the fact).
-def _backprop(
-    network: Network,
-    params: dict,
-    x: np.ndarray,
-    d: np.ndarray,
-    eta: float,
-    *,
-    error_sign: float = 1.0,
-    output_slope: bool = True,
-    hidden_slope=lambda y: y * (1.0 - y),
-    follow_skips: bool = True,
-    grad_factor: float = 1.0,
-    weight_eta: bool = True,
-    intermediates: bool = True,
-) -> dict:
-    _, y = _outputs(network, params, x)
-    out = network.output_layer
-
-    e = error_sign * (d - y[out])
-    q = {f"dE/dy[{out}]": -e}
-    theta = {}
-    for v in range(out, 0, -1):
-        if v == out:
-            slope = y[v] * (1.0 - y[v])
-            theta[v] = e * (slope if output_slope else 1.0)
-        else:
-            slope = hidden_slope(y[v])
-            successors = network.successors(v) if follow_skips else (v + 1,)
-            back = sum(theta[o] @ params[weight_name(v, o)].T for o in successors)
-            theta[v] = slope * back
-        q[f"dy/ds[{v}]"] = slope
-        q[f"theta[{v}]"] = theta[v]
-
-        for u in network.predecessors(v):
-            grad = -grad_factor * (y[u].T @ theta[v])
-            q[f"dE/d{weight_name(u, v)}"] = grad
-            q[f"Delta {weight_name(u, v)}"] = -(eta if weight_eta else 1.0) * grad
-        if network.bias:
-            q[f"dE/d{bias_name(v)}"] = -theta[v].sum(axis=0)
-            q[f"Delta {bias_name(v)}"] = eta * theta[v].sum(axis=0)
-
-    if not intermediates:
-        q = {name: q[name] for name in required_quantity_names(network)}
-    return q
-
-
-def right_backprop(network, params, x, d, eta):
-    """The delta rule as the document derives it."""
-    return _backprop(network, params, x, d, eta)
-
-
-def output_theta_without_slope(network, params, x, d, eta):
-    """theta_o = d - y: the factor y(1 - y) forgotten."""
-    return _backprop(network, params, x, d, eta, output_slope=False)
-
-
-def flipped_error_sign(network, params, x, d, eta):
-    """e = y - d, so dE/dy = d - y."""
-    return _backprop(network, params, x, d, eta, error_sign=-1.0)
-
-
-def hidden_theta_ignoring_skips(network, params, x, d, eta):
-    """theta_h collects the error from the next layer only."""
-    return _backprop(network, params, x, d, eta, follow_skips=False)
-
-
-def update_without_eta(network, params, x, d, eta):
-    """Delta W = -dE/dW: the learning rate forgotten."""
-    return _backprop(network, params, x, d, eta, weight_eta=False)
-
-
-def gradient_without_half(network, params, x, d, eta):
-    """dE/dW twice too large: the 1/2 in E forgotten."""
-    return _backprop(network, params, x, d, eta, grad_factor=2.0)
-
-
-def hidden_slope_plus(network, params, x, d, eta):
-    """A hidden unit's slope written y(1 + y)."""
-    return _backprop(network, params, x, d, eta, hidden_slope=lambda y: y * (1.0 + y))
-
-
-def hidden_slope_plus_gradient_only(network, params, x, d, eta):
-    """y(1 + y) again, returning only the gradient of E."""
-    return _backprop(
-        network,
-        params,
-        x,
-        d,
-        eta,
-        hidden_slope=lambda y: y * (1.0 + y),
-        intermediates=False,
-    )
 
 
 # (a) The built-in delta rule on fixed networks.
@@ -267,9 +179,9 @@ def test_builtin_delta_rule_never_fails_on_a_few_generated_networks(case):
 # (c) Wrong derivations are caught at their first wrong quantity.
 
 MISTAKES = [
-    pytest.param(output_theta_without_slope, "theta[3]", id="output-theta-no-slope"),
+    pytest.param(missing_output_slope, "theta[3]", id="output-theta-no-slope"),
     pytest.param(flipped_error_sign, "dE/dy[3]", id="flipped-error-sign"),
-    pytest.param(hidden_theta_ignoring_skips, "theta[1]", id="theta-ignores-skip"),
+    pytest.param(missing_skip_successors, "theta[1]", id="theta-ignores-skip"),
     pytest.param(update_without_eta, "Delta W[1->3]", id="update-without-eta"),
     pytest.param(gradient_without_half, "dE/dW[1->3]", id="gradient-without-half"),
     pytest.param(hidden_slope_plus, "dy/ds[2]", id="hidden-slope-y-1-plus-y"),
@@ -301,7 +213,7 @@ def test_skip_mistake_is_invisible_without_skips():
     network = Network((2, 3, 2, 1), bias=True)
     params, x, d = _case(network, seed=3)
 
-    result = compare_delta_rule(network, params, x, d, ETA, hidden_theta_ignoring_skips)
+    result = compare_delta_rule(network, params, x, d, ETA, missing_skip_successors)
 
     assert result.verdict is Verdict.PASS, format_failure(result)
 
@@ -314,7 +226,7 @@ def test_check_delta_rule_raises_mismatch_naming_first_wrong_quantity():
 
     with pytest.raises(GradientMismatchError) as info:
         check_delta_rule(
-            SKIP_NET, params, x, d, ETA, output_theta_without_slope, reproduce="seed 3"
+            SKIP_NET, params, x, d, ETA, missing_output_slope, reproduce="seed 3"
         )
 
     err = info.value
