@@ -22,7 +22,8 @@ Rounding is estimated, not assumed. Float64 arithmetic gives the exact
 result for inputs off by a few ulps (backward stability), so a quantity
 cannot be trusted beyond how far it moves when every input (parameters,
 inputs, targets) is perturbed by a few ulps. The references are evaluated
-again at ``PERTURBATION_TRIALS`` such perturbed points; how far the loss
+again at ``PERTURBATION_TRIALS`` such perturbed points, with the net inputs
+and outputs inside the forward pass moved too; how far the loss
 moves sets the finite-difference noise, and how far each autodiff quantity
 moves is its rounding allowance. This catches cancellation that a bound in
 ulps of the result misses: ``d - y`` for a target close to the output is
@@ -55,7 +56,7 @@ __all__ = ["Reference", "compute_references"]
 Array = NDArray[np.float64]
 
 # Perturbed evaluations used to estimate rounding, and their size in ulps.
-PERTURBATION_TRIALS = 3
+PERTURBATION_TRIALS = 6
 PERTURBATION_ULPS = 16.0
 
 
@@ -129,16 +130,27 @@ def _compiled(network: Network, batch: int) -> dict[str, object]:
         return jnp.sum(example_losses(network, params, x, d, probes_s, probe_y))
 
     @jax.jit
-    def autodiff(z, x, d):
-        probes_s, probe_y = zero_probes(x)
-        grads = jax.grad(total_loss, argnums=(0, 3, 4))(z, x, d, probes_s, probe_y)
+    def autodiff(z, x, d, key, jitter):
+        # With jitter > 0, every net input and output is also moved by up to
+        # `jitter` of its size, independently per unit and example, as
+        # rounding inside the forward pass would move it.
         params = _unflatten(network, z)
-        s, _ = forward(network, params, x)
+        s0, y0 = forward(network, params, x)
+        keys = jax.random.split(key, network.n_layers)
+
+        def noise(k, a):
+            u = jax.random.uniform(k, a.shape, a.dtype, -1.0, 1.0)
+            return jax.lax.stop_gradient(jitter * jnp.abs(a) * u)
+
+        probes_s = {v: noise(keys[v], s0[v]) for v in range(1, network.n_layers)}
+        probe_y = noise(keys[0], y0[-1])
+        grads = jax.grad(total_loss, argnums=(0, 3, 4))(z, x, d, probes_s, probe_y)
+        s, _ = forward(network, params, x, probes_s)
         slopes = [
             jax.jvp(jax.nn.sigmoid, (s[v],), (jnp.ones_like(s[v]),))[1]
             for v in range(1, network.n_layers)
         ]
-        losses = example_losses(network, params, x, d)
+        losses = example_losses(network, params, x, d, probes_s, probe_y)
         return grads, s[1:], slopes, losses
 
     @jax.jit
@@ -197,7 +209,9 @@ def compute_references(
 
     with jax.enable_x64(True):
         zj, xj, dj = (jnp.asarray(a, dtype=jnp.float64) for a in (z, x, d))
-        base = _flat_autodiff(fns["autodiff"](zj, xj, dj))
+        base = _flat_autodiff(
+            fns["autodiff"](zj, xj, dj, jax.random.key(0), jnp.float64(0.0))
+        )
         moved = _perturbation_spread(fns["autodiff"], base, z, x, d)
 
         def loss_at(index, delta):
@@ -298,29 +312,37 @@ def _flat_autodiff(outputs: tuple) -> dict[str, object]:
 def _perturbation_spread(
     autodiff: object, base: dict[str, object], z: Array, x: Array, d: Array
 ) -> dict[str, object]:
-    """Return how far each reference moves when the inputs move by a few ulps.
+    """Return how far each reference moves when its inputs move by a few ulps.
 
-    Each trial multiplies every entry of the parameters, inputs and targets
-    by ``1 +- PERTURBATION_ULPS * eps`` with random signs (seeded, so checks
-    are repeatable) and keeps the largest move of each output over the
-    trials.
+    Each trial multiplies every parameter, input and target by
+    ``1 + PERTURBATION_ULPS * eps * u`` and moves every net input and output
+    of the forward pass likewise, with ``u`` uniform in [-1, 1] and drawn
+    independently per entry: independent draws, unlike random signs, cannot
+    cancel exactly between equal terms of a sum (two identical examples in
+    a batch, say). The largest move of each output over the trials is kept.
+    The draws are seeded, so checks are repeatable.
     """
     rng = np.random.default_rng(0)
+    jitter = PERTURBATION_ULPS * EPS
 
     def nudge(a: Array) -> jax.Array:
-        signs = rng.choice([-1.0, 1.0], size=a.shape)
-        return jnp.asarray(a * (1.0 + PERTURBATION_ULPS * EPS * signs))
+        return jnp.asarray(a * (1.0 + jitter * rng.uniform(-1.0, 1.0, a.shape)))
 
     spread: dict[str, object] = {}
-    for _ in range(PERTURBATION_TRIALS):
-        trial = _flat_autodiff(autodiff(nudge(z), nudge(x), nudge(d)))
-        for key in ("g_z", "g_cols", "losses"):
-            move = np.abs(trial[key] - base[key])
-            spread[key] = np.maximum(spread.get(key, 0.0), move)
-        for key in ("slopes", "sigma"):
-            moves = [np.abs(t - b) for t, b in zip(trial[key], base[key], strict=True)]
-            old = spread.get(key, [0.0] * len(moves))
-            spread[key] = [np.maximum(o, m) for o, m in zip(old, moves, strict=True)]
+    for trial_index in range(PERTURBATION_TRIALS):
+        key = jax.random.key(trial_index + 1)
+        trial = _flat_autodiff(
+            autodiff(nudge(z), nudge(x), nudge(d), key, jnp.float64(jitter))
+        )
+        for key_ in ("g_z", "g_cols", "losses"):
+            move = np.abs(trial[key_] - base[key_])
+            spread[key_] = np.maximum(spread.get(key_, 0.0), move)
+        for key_ in ("slopes", "sigma"):
+            moves = [
+                np.abs(t - b) for t, b in zip(trial[key_], base[key_], strict=True)
+            ]
+            old = spread.get(key_, [0.0] * len(moves))
+            spread[key_] = [np.maximum(o, m) for o, m in zip(old, moves, strict=True)]
         loss_move = abs(float(trial["losses"].sum() - base["losses"].sum()))
         spread["loss"] = max(spread.get("loss", 0.0), loss_move)
     for v, sigma in enumerate(spread.pop("sigma"), start=1):
