@@ -11,13 +11,7 @@ trouble, never blamed on the derivation).
 
 from __future__ import annotations
 
-from gradcheck._check import (
-    CheckResult,
-    check_delta_rule,
-    compare_delta_rule,
-    format_failure,
-    load_derivation,
-)
+from gradcheck._check import check_delta_rule, compare_delta_rule, load_derivation
 from gradcheck._compare import Discrepancy, QuantityComparison, Verdict
 from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
 from gradcheck._networks import (
@@ -27,6 +21,7 @@ from gradcheck._networks import (
     squared_error,
     weight_name,
 )
+from gradcheck._result import CheckResult, format_failure
 from gradcheck.errors import (
     DerivationError,
     DerivationLoadError,

@@ -16,6 +16,7 @@ to the smallest failing network it can find. The result is a plain dict
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import platform
@@ -26,11 +27,12 @@ from importlib import metadata
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
-from gradcheck._check import CheckResult, Derivation, compare_delta_rule
+from gradcheck._check import Derivation, compare_delta_rule
 from gradcheck._compare import SAFETY_FACTOR, Verdict
 from gradcheck._delta_rule import QUANTITY_KINDS, delta_rule
 from gradcheck._digits import DIGITS_NETWORK, train_on_digits
 from gradcheck._numeric import EPS, ROUNDING_FACTOR
+from gradcheck._result import CheckResult
 from gradcheck.errors import GradientMismatchError, InvalidArgumentError
 from gradcheck.strategies import DeltaRuleCase, delta_rule_cases
 
@@ -168,11 +170,8 @@ def _shrink_failure(campaign: Campaign, derivation: Derivation) -> CheckResult |
         return None
     # Hypothesis replays the minimal example last.
     shrunk = smallest[-1]
-    return CheckResult(
-        **{
-            **shrunk.__dict__,
-            "reproduce": f"Hypothesis, --seed {campaign.seed}, after {calls} checks",
-        }
+    return dataclasses.replace(
+        shrunk, reproduce=f"Hypothesis, --seed {campaign.seed}, after {calls} checks"
     )
 
 

@@ -6,21 +6,16 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck._compare import (
-    QuantityComparison,
-    Verdict,
-    combine_verdicts,
-    compare_quantity,
-)
+from gradcheck._compare import Verdict, combine_verdicts, compare_quantity
 from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
 from gradcheck._networks import Network, check_data, check_params
 from gradcheck._numeric import default_steps
 from gradcheck._references import compute_references
+from gradcheck._result import CheckResult, format_failure
 from gradcheck.errors import (
     DerivationError,
     DerivationLoadError,
@@ -31,81 +26,14 @@ from gradcheck.errors import (
 )
 
 __all__ = [
-    "CheckResult",
     "Derivation",
     "compare_delta_rule",
     "check_delta_rule",
     "load_derivation",
-    "format_failure",
 ]
 
 Array = NDArray[np.float64]
 Derivation = Callable[[Network, Mapping[str, Array], Array, Array, float], Mapping]
-
-MAX_MESSAGE_QUANTITIES = 3
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of checking a derivation on one network and batch.
-
-    Attributes:
-        verdict: ``fail`` if any quantity failed, else ``inconclusive`` if
-            the references disagreed anywhere, else ``pass``.
-        network: the architecture checked.
-        quantities: one comparison per named quantity, in the document's
-            order (output layer first).
-        first_wrong: the first failing quantity in that order, the step
-            where the derivation first goes wrong; ``None`` if none failed.
-        not_provided: intermediate quantities the derivation did not
-            return, which therefore went unchecked.
-        batch: number of examples.
-        eta: the learning rate of ``Delta W``.
-        label: what was checked, for reports (for example ``generated #3``).
-        reproduce: how to reproduce the check, for example a seed.
-        details: free-form facts for reports, such as the fraction of
-            saturated units.
-    """
-
-    verdict: Verdict
-    network: Network
-    quantities: tuple[QuantityComparison, ...]
-    first_wrong: str | None
-    not_provided: tuple[str, ...]
-    batch: int
-    eta: float
-    label: str = ""
-    reproduce: str = ""
-    details: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def n_inconclusive_quantities(self) -> int:
-        """Quantities whose references disagreed."""
-        return sum(q.verdict is Verdict.INCONCLUSIVE for q in self.quantities)
-
-    def quantity(self, name: str) -> QuantityComparison:
-        """Return the comparison of the quantity called ``name``."""
-        for q in self.quantities:
-            if q.name == name:
-                return q
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, object]:
-        """Return a JSON-ready copy."""
-        return {
-            "label": self.label,
-            "verdict": str(self.verdict),
-            "network": self.network.to_dict(),
-            "architecture": self.network.describe(),
-            "n_params": self.network.n_params,
-            "batch": self.batch,
-            "eta": self.eta,
-            "first_wrong": self.first_wrong,
-            "not_provided": list(self.not_provided),
-            "reproduce": self.reproduce,
-            "details": self.details,
-            "quantities": [q.to_dict() for q in self.quantities],
-        }
 
 
 def _check_eta(eta: object) -> float:
@@ -236,7 +164,7 @@ def compare_delta_rule(
     references = compute_references(network, params, x, d, eta, rel_step)
 
     comparisons = tuple(
-        compare_quantity(name, analytic[name], references[name])
+        compare_quantity(name, analytic[name], references[name], batch_size=x.shape[0])
         for name in quantity_names(network)
         if name in analytic
     )
@@ -244,50 +172,17 @@ def compare_delta_rule(
     first_wrong = next((c.name for c in comparisons if c.verdict is Verdict.FAIL), None)
     return CheckResult(
         verdict=verdict,
-        network=network,
         quantities=comparisons,
         first_wrong=first_wrong,
-        not_provided=not_provided,
+        subject=network.describe(),
+        n_params=network.n_params,
+        network=network,
         batch=x.shape[0],
         eta=eta,
+        not_provided=not_provided,
         label=label,
         reproduce=reproduce,
     )
-
-
-def format_failure(result: CheckResult) -> str:
-    """Summarise a failed check in a few lines, numpy-style.
-
-    The first wrong quantity comes first; at most three failing quantities
-    are listed, each with its worst entries. The HTML report holds the rest.
-    """
-    lines = [
-        f"delta rule derivation is wrong on {result.network.describe()} "
-        f"(batch {result.batch}, eta {result.eta:g})",
-        f"first wrong quantity: {result.first_wrong}",
-    ]
-    failing = [q for q in result.quantities if q.verdict is Verdict.FAIL]
-    for q in failing[:MAX_MESSAGE_QUANTITIES]:
-        lines.append("")
-        lines.append(
-            f"{q.name}: mismatched entries {q.n_mismatched} / {q.size}; "
-            f"max abs discrepancy {q.max_abs_discrepancy:.3g}, "
-            f"max rel discrepancy {q.max_rel_discrepancy:.3g}"
-        )
-        if q.note:
-            lines.append(f"  {q.note}")
-        for w in q.worst:
-            lines.append(
-                f"  {w.name}: analytic {w.analytic:.10g}, numeric {w.numeric:.10g}, "
-                f"autodiff {w.autodiff:.10g}, band {w.band:.2g}"
-            )
-    if len(failing) > MAX_MESSAGE_QUANTITIES:
-        lines.append(
-            f"... and {len(failing) - MAX_MESSAGE_QUANTITIES} more failing quantities"
-        )
-    if result.reproduce:
-        lines.append(f"reproduce: {result.reproduce}")
-    return "\n".join(lines)
 
 
 def check_delta_rule(*args: object, **kwargs: object) -> CheckResult:

@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck._numeric import EPS, ROUNDING_FACTOR
-from gradcheck._references import Reference
+from gradcheck._numeric import EPS, ROUNDING_FACTOR, NumericEstimate
+from gradcheck._signatures import Signature, diagnose
 
 __all__ = [
+    "Reference",
     "Verdict",
     "Discrepancy",
     "QuantityComparison",
@@ -56,6 +57,25 @@ Array = NDArray[np.float64]
 SAFETY_FACTOR = 4.0
 
 DEFAULT_WORST = 5
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The two references for one named quantity.
+
+    Attributes:
+        numeric: the finite-difference estimate and its error estimate.
+        autodiff: the JAX autodiff value, or ``None`` when the loss could
+            not be traced; the analytic value is then judged against the
+            numeric one alone.
+        rounding: how far the quantity moves when every input moves by a
+            few ulps, per entry: the accuracy any float64 computation of it,
+            the analytic one included, can be held to.
+    """
+
+    numeric: NumericEstimate
+    autodiff: Array | None
+    rounding: Array | float = 0.0
 
 
 class Verdict(enum.StrEnum):
@@ -145,6 +165,8 @@ class QuantityComparison:
             worst first.
         note: why the quantity failed without a usable comparison (for
             example a wrong shape), or empty.
+        signature: the recognised shape of the mistake (a uniform factor, a
+            transpose, ...) when the quantity failed, or ``None``.
     """
 
     name: str
@@ -160,6 +182,7 @@ class QuantityComparison:
     max_reference_ratio: float
     worst: tuple[Discrepancy, ...] = field(default=())
     note: str = ""
+    signature: Signature | None = None
 
     @property
     def size(self) -> int:
@@ -187,6 +210,13 @@ class QuantityComparison:
             "max_reference_ratio": self.max_reference_ratio,
             "worst": [w.to_dict() for w in self.worst],
             "note": self.note,
+            "signature": None
+            if self.signature is None
+            else {
+                "kind": self.signature.kind,
+                "message": self.signature.message,
+                "factor": self.signature.factor,
+            },
         }
 
 
@@ -202,6 +232,7 @@ def compare_quantity(
     analytic: object,
     reference: Reference,
     n_worst: int = DEFAULT_WORST,
+    batch_size: int | None = None,
 ) -> QuantityComparison:
     """Compare one analytic quantity with its two references.
 
@@ -210,12 +241,16 @@ def compare_quantity(
         analytic: the derivation's array for it.
         reference: its numeric and autodiff references.
         n_worst: how many of the worst entries to keep.
+        batch_size: examples in the data, when known, so that a factor of
+            the batch size can be named.
 
     Returns:
         The comparison, with a verdict as the module docstring defines.
     """
     numeric = reference.numeric.value
-    autodiff = reference.autodiff
+    # Without autodiff, the numeric value stands in for it and the
+    # references cannot disagree.
+    autodiff = numeric if reference.autodiff is None else reference.autodiff
     shape = tuple(autodiff.shape)
 
     scale = float(np.max(np.abs(autodiff), initial=0.0))
@@ -241,6 +276,7 @@ def compare_quantity(
             max_band_ratio=float("inf"),
             max_reference_ratio=float(np.max(_ratio(gap, band), initial=0.0)),
             note=f"the derivation returned shape {analytic.shape}, expected {shape}",
+            signature=diagnose(analytic, autodiff, band=band, batch_size=batch_size),
         )
 
     diff = np.abs(analytic - autodiff)
@@ -282,4 +318,9 @@ def compare_quantity(
         max_band_ratio=float(np.max(_ratio(diff, band), initial=0.0)),
         max_reference_ratio=float(np.max(_ratio(gap, band), initial=0.0)),
         worst=worst,
+        signature=(
+            diagnose(analytic, autodiff, band=band, batch_size=batch_size)
+            if verdict is Verdict.FAIL
+            else None
+        ),
     )

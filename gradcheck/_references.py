@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpy.typing import NDArray
 
+from gradcheck._compare import Reference
 from gradcheck._delta_rule import quantity_names
 from gradcheck._networks import Network, example_losses, forward
 from gradcheck._numeric import (
@@ -51,30 +51,13 @@ from gradcheck._numeric import (
     elementwise_central_differences,
 )
 
-__all__ = ["Reference", "compute_references"]
+__all__ = ["compute_references"]
 
 Array = NDArray[np.float64]
 
 # Perturbed evaluations used to estimate rounding, and their size in ulps.
 PERTURBATION_TRIALS = 6
 PERTURBATION_ULPS = 16.0
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The two references for one named quantity.
-
-    Attributes:
-        numeric: the finite-difference estimate and its error estimate.
-        autodiff: the JAX autodiff value.
-        rounding: how far the quantity moves when every input moves by a
-            few ulps, per entry: the accuracy any float64 computation of it,
-            the analytic one included, can be held to.
-    """
-
-    numeric: NumericEstimate
-    autodiff: Array
-    rounding: Array
 
 
 def _unflatten(network: Network, z: jax.Array) -> dict[str, jax.Array]:

@@ -17,9 +17,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gradcheck._campaign import run_campaign, summarise
-from gradcheck._check import CheckResult, load_derivation
+from gradcheck._check import load_derivation
 from gradcheck._compare import Verdict
 from gradcheck._delta_rule import delta_rule
+from gradcheck._result import CheckResult
 from gradcheck.errors import GradcheckError
 
 __all__ = ["main"]

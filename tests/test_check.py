@@ -40,7 +40,7 @@ from gradcheck import (
 from gradcheck import strategies as gst
 from gradcheck._compare import combine_verdicts, compare_quantity
 from gradcheck._numeric import NumericEstimate
-from gradcheck._references import Reference
+from gradcheck._compare import Reference
 
 # One architecture and batch size for most tests, so JAX compiles the
 # references once: layer 1 feeds layer 2 and, through a skip, layer 3.

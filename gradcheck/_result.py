@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: MIT
+"""The result of one check, and its failure message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gradcheck._compare import QuantityComparison, Verdict
+from gradcheck._networks import Network
+
+__all__ = ["CheckResult", "format_failure", "MAX_MESSAGE_QUANTITIES"]
+
+# Failing quantities listed in a failure message; the report holds the rest.
+MAX_MESSAGE_QUANTITIES = 3
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of checking one derivation at one point.
+
+    Attributes:
+        verdict: ``fail`` if any quantity failed, else ``inconclusive`` if
+            the references disagreed anywhere, else ``pass``.
+        quantities: one comparison per named quantity, in the order the
+            derivation computes them (for the delta rule, output layer
+            first; for a general gradient, declared intermediates first,
+            then the parameters in pytree order).
+        first_wrong: the first failing quantity in that order, the step
+            where the derivation first goes wrong; ``None`` if none failed.
+        subject: what was checked, in words: an architecture, or the
+            parameters' names and shapes.
+        n_params: number of scalar parameters.
+        network: the architecture, for delta-rule checks.
+        batch: number of examples, when known.
+        eta: the learning rate of ``Delta W``, for delta-rule checks.
+        not_provided: intermediate quantities the derivation did not
+            return, which therefore went unchecked.
+        autodiff_skipped: why there was no autodiff reference (a loss JAX
+            cannot trace), or empty. Without it, the analytic gradient is
+            judged against finite differences and their error estimate.
+        label: what was checked, for reports (for example ``generated #3``).
+        reproduce: how to reproduce the check, for example a seed.
+        details: free-form facts for reports, such as the fraction of
+            saturated units.
+    """
+
+    verdict: Verdict
+    quantities: tuple[QuantityComparison, ...]
+    first_wrong: str | None
+    subject: str
+    n_params: int
+    network: Network | None = None
+    batch: int | None = None
+    eta: float | None = None
+    not_provided: tuple[str, ...] = ()
+    autodiff_skipped: str = ""
+    label: str = ""
+    reproduce: str = ""
+    details: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def n_inconclusive_quantities(self) -> int:
+        """Quantities whose references disagreed."""
+        return sum(q.verdict is Verdict.INCONCLUSIVE for q in self.quantities)
+
+    def quantity(self, name: str) -> QuantityComparison:
+        """Return the comparison of the quantity called ``name``."""
+        for q in self.quantities:
+            if q.name == name:
+                return q
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return a JSON-ready copy."""
+        return {
+            "label": self.label,
+            "verdict": str(self.verdict),
+            "network": None if self.network is None else self.network.to_dict(),
+            "architecture": self.subject,
+            "n_params": self.n_params,
+            "batch": self.batch,
+            "eta": self.eta,
+            "first_wrong": self.first_wrong,
+            "not_provided": list(self.not_provided),
+            "autodiff_skipped": self.autodiff_skipped,
+            "reproduce": self.reproduce,
+            "details": self.details,
+            "quantities": [q.to_dict() for q in self.quantities],
+        }
+
+
+def _context(result: CheckResult) -> str:
+    parts = []
+    if result.batch is not None:
+        parts.append(f"batch {result.batch}")
+    if result.eta is not None:
+        parts.append(f"eta {result.eta:g}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def format_failure(result: CheckResult) -> str:
+    """Summarise a failed check in a few lines, in the manner of numpy.
+
+    The first wrong quantity comes first; at most three failing quantities
+    are listed, each with its band, mismatched entries out of the total,
+    largest discrepancies, any recognised bug signature, and its worst
+    entries with analytic, numeric and autodiff values side by side. The
+    HTML report holds the rest.
+    """
+    what = "delta rule derivation" if result.network is not None else "gradient"
+    lines = [
+        f"{what} is wrong on {result.subject}{_context(result)}",
+        f"first wrong quantity: {result.first_wrong}",
+    ]
+    if result.autodiff_skipped:
+        lines.append(f"autodiff skipped: {result.autodiff_skipped}")
+    failing = [q for q in result.quantities if q.verdict is Verdict.FAIL]
+    for q in failing[:MAX_MESSAGE_QUANTITIES]:
+        lines.append("")
+        lines.append(
+            f"{q.name}: mismatched entries {q.n_mismatched} / {q.size}; "
+            f"max abs discrepancy {q.max_abs_discrepancy:.3g}, "
+            f"max rel discrepancy {q.max_rel_discrepancy:.3g}; "
+            f"band up to {q.max_band:.2g}"
+        )
+        if q.note:
+            lines.append(f"  {q.note}")
+        if q.signature is not None:
+            lines.append(f"  likely cause: {q.signature.message}")
+        for w in q.worst:
+            lines.append(
+                f"  {w.name}: analytic {w.analytic:.10g}, numeric {w.numeric:.10g}, "
+                f"autodiff {w.autodiff:.10g}, band {w.band:.2g}"
+            )
+    if len(failing) > MAX_MESSAGE_QUANTITIES:
+        lines.append(
+            f"... and {len(failing) - MAX_MESSAGE_QUANTITIES} more failing quantities"
+        )
+    if result.reproduce:
+        lines.append(f"reproduce: {result.reproduce}")
+    return "\n".join(lines)
