@@ -14,6 +14,7 @@ from __future__ import annotations
 from gradcheck._check import check_delta_rule, compare_delta_rule, load_derivation
 from gradcheck._compare import Discrepancy, QuantityComparison, Verdict
 from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
+from gradcheck._gradient import check_gradient, check_vjp, compare_gradient, compare_vjp
 from gradcheck._networks import (
     Network,
     bias_name,
@@ -22,6 +23,7 @@ from gradcheck._networks import (
     weight_name,
 )
 from gradcheck._result import CheckResult, format_failure
+from gradcheck._signatures import Signature
 from gradcheck.errors import (
     DerivationError,
     DerivationLoadError,
@@ -42,10 +44,15 @@ __all__ = [
     "InvalidTypeError",
     "Network",
     "QuantityComparison",
+    "Signature",
     "Verdict",
     "bias_name",
     "check_delta_rule",
+    "check_gradient",
+    "check_vjp",
     "compare_delta_rule",
+    "compare_gradient",
+    "compare_vjp",
     "delta_rule",
     "format_failure",
     "init_params",
