@@ -167,6 +167,8 @@ class QuantityComparison:
             example a wrong shape), or empty.
         signature: the recognised shape of the mistake (a uniform factor, a
             transpose, ...) when the quantity failed, or ``None``.
+        precision: the dtype the analytic value came in; a lower precision
+            than float64 widens its band by the ratio of the epsilons.
     """
 
     name: str
@@ -183,6 +185,7 @@ class QuantityComparison:
     worst: tuple[Discrepancy, ...] = field(default=())
     note: str = ""
     signature: Signature | None = None
+    precision: str = "float64"
 
     @property
     def size(self) -> int:
@@ -210,6 +213,7 @@ class QuantityComparison:
             "max_reference_ratio": self.max_reference_ratio,
             "worst": [w.to_dict() for w in self.worst],
             "note": self.note,
+            "precision": self.precision,
             "signature": None
             if self.signature is None
             else {
@@ -260,7 +264,18 @@ def compare_quantity(
     gap = np.abs(numeric - autodiff)
     unsettled = ~(gap <= band)
 
-    analytic = np.asarray(analytic, dtype=np.float64)
+    # An analytic value computed in lower precision is held to its own
+    # precision: the rounding allowance, measured as the move under a few
+    # float64 ulps, grows with the ratio of the epsilons.
+    analytic = np.asarray(analytic)
+    precision = analytic.dtype if analytic.dtype.kind == "f" else np.dtype(np.float64)
+    eps_ratio = float(np.finfo(precision).eps) / EPS
+    analytic = analytic.astype(np.float64)
+    reference_band = band
+    if eps_ratio > 1.0:
+        band = band + SAFETY_FACTOR * (eps_ratio - 1.0) * (
+            reference.rounding + ROUNDING_FACTOR * EPS * scale
+        )
     if analytic.shape != shape:
         # Broadcasting could hide this, so it is a failure of its own.
         return QuantityComparison(
@@ -274,7 +289,8 @@ def compare_quantity(
             max_reference_gap=float(gap.max(initial=0.0)),
             max_band=float(band.max(initial=0.0)),
             max_band_ratio=float("inf"),
-            max_reference_ratio=float(np.max(_ratio(gap, band), initial=0.0)),
+            max_reference_ratio=float(np.max(_ratio(gap, reference_band), initial=0.0)),
+            precision=precision.name,
             note=f"the derivation returned shape {analytic.shape}, expected {shape}",
             signature=diagnose(analytic, autodiff, band=band, batch_size=batch_size),
         )
@@ -291,7 +307,7 @@ def compare_quantity(
 
     # Rank entries by how far outside their band they lie; unsettled
     # entries by the reference gap, since that is what went wrong there.
-    severity = _ratio(np.where(unsettled, gap, diff), band)
+    severity = np.where(unsettled, _ratio(gap, reference_band), _ratio(diff, band))
     order = np.argsort(-severity, axis=None, kind="stable")[:n_worst]
     worst = tuple(
         Discrepancy(
@@ -316,7 +332,8 @@ def compare_quantity(
         max_reference_gap=float(gap.max(initial=0.0)),
         max_band=float(band.max(initial=0.0)),
         max_band_ratio=float(np.max(_ratio(diff, band), initial=0.0)),
-        max_reference_ratio=float(np.max(_ratio(gap, band), initial=0.0)),
+        max_reference_ratio=float(np.max(_ratio(gap, reference_band), initial=0.0)),
+        precision=precision.name,
         worst=worst,
         signature=(
             diagnose(analytic, autodiff, band=band, batch_size=batch_size)

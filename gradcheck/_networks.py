@@ -80,6 +80,12 @@ class Network:
         skips = _check_skips(self.skips, len(sizes))
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "skips", skips)
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise InvalidTypeError(
+                f"bias must be True or False, got bias={self.bias!r}",
+                name="bias",
+                value=self.bias,
+            )
         object.__setattr__(self, "bias", bool(self.bias))
 
     @property

@@ -196,6 +196,7 @@ def central_differences(
     shifts = []
     for h in (steps, steps / 2.0):
         shifts += [(z + h) - z, (z - h) - z]
+    _check_resolvable(z, shifts[2] - shifts[3])
     index = np.tile(np.arange(n), 4)
     delta = np.concatenate(shifts)
 
@@ -220,6 +221,19 @@ def central_differences(
     return NumericEstimate(value, error, step)
 
 
+def _check_resolvable(z: Array, span: Array) -> None:
+    """Refuse steps so small that ``z + h`` rounds back to ``z``."""
+    if (span > 0).all():
+        return
+    k = int(np.argmin(span))
+    raise InvalidArgumentError(
+        f"the finite-difference step is below the resolution of float64 at "
+        f"{z.flat[k]!r}: z + h == z; use a larger rel_step",
+        name="rel_step",
+        value=float(z.flat[k]),
+    )
+
+
 def elementwise_central_differences(
     f: Callable[[Array], Array],
     s: Array,
@@ -240,6 +254,7 @@ def elementwise_central_differences(
     s = np.asarray(s, dtype=np.float64)
     plus = [s + steps, s + steps / 2.0]
     minus = [s - steps, s - steps / 2.0]
+    _check_resolvable(s, plus[1] - minus[1])
     f_plus = tuple(np.asarray(f(p), dtype=np.float64) for p in plus)
     f_minus = tuple(np.asarray(f(m), dtype=np.float64) for m in minus)
     span = (plus[0] - minus[0], plus[1] - minus[1])

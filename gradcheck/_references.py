@@ -330,4 +330,11 @@ def _perturbation_spread(
         spread["loss"] = max(spread.get("loss", 0.0), loss_move)
     for v, sigma in enumerate(spread.pop("sigma"), start=1):
         spread[f"sigma[{v}]"] = sigma
+    # The derivation computes dy/ds as y (1 - y) from a rounded y, and
+    # 1 - y cancels for y near 1: an error of an ulp of y moves the slope by
+    # |1 - 2y| ulps of y, which no perturbation of s reproduces.
+    spread["slopes"] = [
+        np.maximum(moved, jitter * np.abs(1.0 - 2.0 * y) * y)
+        for moved, y in zip(spread["slopes"], base["sigma"], strict=True)
+    ]
     return spread

@@ -66,6 +66,10 @@ RTOL = 1e-6
 # exact value.
 FACTOR_RTOL = 1e-6
 
+# A fitted factor this close to 1 is rounding or precision trouble, not a
+# wrong constant, and is not named as a factor.
+MIN_FACTOR_DEVIATION = 1e-3
+
 # A ratio that varies by less than this much is a noisy uniform factor,
 # not a missing elementwise one.
 RATIO_SPREAD = 0.01
@@ -384,7 +388,7 @@ def _diagnose_factor(
         return None
     if not _explains(analytic, reference, k, band, valid):
         return None
-    if abs(k - 1.0) <= FACTOR_RTOL:
+    if abs(k - 1.0) <= MIN_FACTOR_DEVIATION:
         return None
     for value, kind in candidates:
         if abs(k - value) <= FACTOR_RTOL * abs(value):

@@ -107,10 +107,14 @@ def networks(
 
 
 def _unit_arrays(shape: tuple[int, ...], low: float, high: float) -> st.SearchStrategy:
+    # fill=nothing() draws every entry on its own; by default Hypothesis
+    # fills most of an array with one repeated value (often 0), and a
+    # network of mostly equal or zero weights hides mistakes.
     return hnp.arrays(
         np.float64,
         shape,
         elements=st.floats(low, high, allow_nan=False, allow_subnormal=False),
+        fill=st.nothing(),
     )
 
 
