@@ -4,6 +4,7 @@ first wrong step, and disagreeing references are never blamed on them."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -38,9 +39,8 @@ from gradcheck import (
     weight_name,
 )
 from gradcheck import strategies as gst
-from gradcheck._compare import combine_verdicts, compare_quantity
+from gradcheck._compare import Reference, combine_verdicts, compare_quantity
 from gradcheck._numeric import NumericEstimate
-from gradcheck._compare import Reference
 
 # One architecture and batch size for most tests, so JAX compiles the
 # references once: layer 1 feeds layer 2 and, through a skip, layer 3.
@@ -450,3 +450,46 @@ def test_nan_analytic_entry_never_passes():
 )
 def test_combine_verdicts_ranks_fail_over_inconclusive_over_pass(verdicts, expected):
     assert combine_verdicts(verdicts) is expected
+
+
+# Lower precision: a right derivation computed in float32, or returning
+# jax.numpy arrays, is held to float32 and passes; a wrong one still fails.
+
+
+def _float32_everywhere(network, params, x, d, eta):
+    params = {name: value.astype(np.float32) for name, value in params.items()}
+    return right_backprop(
+        network, params, x.astype(np.float32), d.astype(np.float32), np.float32(eta)
+    )
+
+
+def _float32_missing_slope(network, params, x, d, eta):
+    result = missing_output_slope(network, params, x, d, eta)
+    return {name: value.astype(np.float32) for name, value in result.items()}
+
+
+def _jax_arrays(network, params, x, d, eta):
+    return {
+        k: jnp.asarray(v) for k, v in delta_rule(network, params, x, d, eta).items()
+    }
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+@pytest.mark.parametrize(
+    "derivation", [_float32_everywhere, _jax_arrays], ids=["float32", "jax-arrays"]
+)
+def test_right_lower_precision_derivation_passes(derivation, scale):
+    params, x, d = _case(SKIP_NET, seed=5, scale=scale)
+
+    result = compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
+
+    assert result.verdict is Verdict.PASS, format_failure(result)
+
+
+def test_wrong_float32_derivation_still_fails():
+    params, x, d = _case(SKIP_NET, seed=5)
+
+    result = compare_delta_rule(SKIP_NET, params, x, d, ETA, _float32_missing_slope)
+
+    assert result.first_wrong == "theta[3]"
+    assert result.quantity("theta[3]").precision == "float32"

@@ -337,6 +337,18 @@ BAD_INPUTS = [
         id="rel-step-inf",
     ),
     pytest.param(
+        lambda: _compare(rel_step=1e-20),
+        ValueError,
+        r"step is below the resolution of float64 at .*: z \+ h == z",
+        id="step-below-resolution",
+    ),
+    pytest.param(
+        lambda: Network((2, 1), bias="no"),
+        TypeError,
+        r"bias must be True or False, got bias='no'",
+        id="bias-not-bool",
+    ),
+    pytest.param(
         lambda: _compare(rel_step="1e-3"),
         TypeError,
         r"finite-difference step must be a float, got rel_step='1e-3'$",
@@ -542,3 +554,9 @@ def test_forward_returns_net_inputs_and_outputs_per_layer():
     assert_allclose(np.asarray(s[1]), expected_s1, rtol=1e-12)
     assert_allclose(np.asarray(y[1]), 1.0 / (1.0 + np.exp(-expected_s1)), rtol=1e-12)
     assert_allclose(np.asarray(y[2]), _numpy_outputs(network, params, x), rtol=1e-12)
+
+
+def test_eta_may_be_a_numpy_integer():
+    result = _compare(eta=np.int64(1))
+
+    assert result.eta == 1.0
