@@ -11,27 +11,41 @@ trouble, never blamed on the derivation).
 
 from __future__ import annotations
 
-from gradcheck._check import check_delta_rule, compare_delta_rule, load_derivation
-from gradcheck._compare import Discrepancy, QuantityComparison, Verdict
-from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
-from gradcheck._gradient import check_gradient, check_vjp, compare_gradient, compare_vjp
-from gradcheck._networks import (
-    Network,
-    bias_name,
-    init_params,
-    squared_error,
-    weight_name,
-)
-from gradcheck._result import CheckResult, format_failure
-from gradcheck._signatures import Signature
-from gradcheck.errors import (
-    DerivationError,
-    DerivationLoadError,
-    GradcheckError,
-    GradientMismatchError,
-    InvalidArgumentError,
-    InvalidTypeError,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+# Public names and the private module each lives in. They are imported on
+# first use (PEP 562), so that importing gradcheck.pytest_plugin, which
+# pytest does in every run once gradcheck is installed, does not import JAX.
+_EXPORTS = {
+    "CheckResult": "gradcheck._result",
+    "DerivationError": "gradcheck.errors",
+    "DerivationLoadError": "gradcheck.errors",
+    "Discrepancy": "gradcheck._compare",
+    "GradcheckError": "gradcheck.errors",
+    "GradientMismatchError": "gradcheck.errors",
+    "InvalidArgumentError": "gradcheck.errors",
+    "InvalidTypeError": "gradcheck.errors",
+    "Network": "gradcheck._networks",
+    "QuantityComparison": "gradcheck._compare",
+    "Signature": "gradcheck._signatures",
+    "Verdict": "gradcheck._compare",
+    "bias_name": "gradcheck._networks",
+    "check_delta_rule": "gradcheck._check",
+    "check_gradient": "gradcheck._gradient",
+    "check_vjp": "gradcheck._gradient",
+    "compare_delta_rule": "gradcheck._check",
+    "compare_gradient": "gradcheck._gradient",
+    "compare_vjp": "gradcheck._gradient",
+    "delta_rule": "gradcheck._delta_rule",
+    "format_failure": "gradcheck._result",
+    "init_params": "gradcheck._networks",
+    "load_derivation": "gradcheck._check",
+    "quantity_names": "gradcheck._delta_rule",
+    "required_quantity_names": "gradcheck._delta_rule",
+    "squared_error": "gradcheck._networks",
+    "weight_name": "gradcheck._networks",
+}
 
 __all__ = [
     "CheckResult",
@@ -62,3 +76,49 @@ __all__ = [
     "squared_error",
     "weight_name",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from gradcheck._check import check_delta_rule, compare_delta_rule, load_derivation
+    from gradcheck._compare import Discrepancy, QuantityComparison, Verdict
+    from gradcheck._delta_rule import (
+        delta_rule,
+        quantity_names,
+        required_quantity_names,
+    )
+    from gradcheck._gradient import (
+        check_gradient,
+        check_vjp,
+        compare_gradient,
+        compare_vjp,
+    )
+    from gradcheck._networks import (
+        Network,
+        bias_name,
+        init_params,
+        squared_error,
+        weight_name,
+    )
+    from gradcheck._result import CheckResult, format_failure
+    from gradcheck._signatures import Signature
+    from gradcheck.errors import (
+        DerivationError,
+        DerivationLoadError,
+        GradcheckError,
+        GradientMismatchError,
+        InvalidArgumentError,
+        InvalidTypeError,
+    )

@@ -19,16 +19,17 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from gradcheck._check import Derivation, compare_delta_rule
-from gradcheck._compare import SAFETY_FACTOR, Verdict
+from gradcheck._compare import SAFETY_FACTOR, QuantityComparison, Verdict
 from gradcheck._delta_rule import QUANTITY_KINDS, delta_rule
 from gradcheck._digits import DIGITS_NETWORK, train_on_digits
 from gradcheck._numeric import EPS, ROUNDING_FACTOR
@@ -36,7 +37,7 @@ from gradcheck._result import CheckResult
 from gradcheck.errors import GradientMismatchError, InvalidArgumentError
 from gradcheck.strategies import DeltaRuleCase, delta_rule_cases
 
-__all__ = ["Campaign", "run_campaign", "summarise"]
+__all__ = ["Campaign", "run_campaign", "summarise", "summarise_checks"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ DIGITS = "Real data: scikit-learn digits"
 
 # Checks spent on shrinking a failure; each costs a compile for a new shape.
 SHRINK_BUDGET = 150
+
+# Quantity kinds other than the delta rule's (parameter names of a general
+# gradient, such as W1 or layers[0].b) shown in the largest-discrepancy
+# table, worst first; a large test session can have many.
+MAX_OTHER_KINDS = 20
 
 OnResult = Callable[[CheckResult], None]
 
@@ -257,12 +263,26 @@ def run_campaign(
     return campaign
 
 
+def _severity(row: dict[str, object]) -> float:
+    """Sort key: a row's band ratio, with NaN (no number at all) as the worst."""
+    ratio = float(row["max_band_ratio"])  # type: ignore[arg-type]
+    return math.inf if math.isnan(ratio) else ratio
+
+
 def _largest_discrepancies(checks: list[CheckResult]) -> list[dict[str, object]]:
+    """Return one row per quantity kind: its largest discrepancies, and where.
+
+    The delta rule's kinds come first, in the document's order; the kinds of
+    general gradients (a parameter's name without its index) follow, worst
+    band ratio first, at most ``MAX_OTHER_KINDS`` of them.
+    """
+    by_kind: dict[str, list[tuple[CheckResult, QuantityComparison]]] = {}
+    for check in checks:
+        for q in check.quantities:
+            by_kind.setdefault(q.kind, []).append((check, q))
+
     rows = []
-    for kind in QUANTITY_KINDS:
-        found = [(c, q) for c in checks for q in c.quantities if q.kind == kind]
-        if not found:
-            continue
+    for kind, found in by_kind.items():
         check, worst = max(found, key=lambda cq: cq[1].max_band_ratio)
         rows.append(
             {
@@ -275,7 +295,10 @@ def _largest_discrepancies(checks: list[CheckResult]) -> list[dict[str, object]]
                 "entry": worst.worst[0].name if worst.worst else worst.name,
             }
         )
-    return rows
+    known = [r for kind in QUANTITY_KINDS for r in rows if r["kind"] == kind]
+    others = [r for r in rows if r["kind"] not in QUANTITY_KINDS]
+    others.sort(key=_severity, reverse=True)
+    return known + others[:MAX_OTHER_KINDS]
 
 
 def _versions() -> dict[str, str]:
@@ -288,36 +311,66 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def summarise(campaign: Campaign) -> dict[str, object]:
-    """Return the campaign as the plain dict that the report writer takes."""
-    checks = campaign.checks
+def summarise_checks(
+    title: str,
+    derivation: str,
+    sections: Sequence[tuple[str, str, Sequence[CheckResult]]],
+    *,
+    seed: int | None = None,
+    count: int | None = None,
+    interrupted: bool = False,
+    started: str = "",
+    duration_s: float = 0.0,
+    shrunk: CheckResult | None = None,
+) -> dict[str, object]:
+    """Return checks, grouped in sections, as the dict the report writer takes.
+
+    This is the schema :func:`gradcheck._report.write_report` documents;
+    campaigns, the pytest plugin and ``gradcheck check`` all build it here.
+
+    Args:
+        title: the report's title.
+        derivation: what was checked, in words or as ``module:function``.
+        sections: ``(name, description, checks)`` per section, in order.
+        seed: the seed of generated checks, when there is one.
+        count: generated architectures requested, for campaigns.
+        interrupted: whether the run was cut short.
+        started: when the run started, as an ISO timestamp.
+        duration_s: wall time of the run.
+        shrunk: the smallest failing generated check, for campaigns.
+
+    Returns:
+        The campaign dict, with counts per verdict and the largest
+        discrepancy per quantity kind over every check.
+    """
+    checks = [c for _, _, section in sections for c in section]
     counts = {"checks": len(checks)}
     for verdict in Verdict:
         counts[verdict.value] = sum(c.verdict is verdict for c in checks)
     return {
-        "title": "Delta rule campaign",
-        "derivation": campaign.derivation,
-        "seed": campaign.seed,
-        "count": campaign.count,
-        "interrupted": campaign.interrupted,
-        "started": campaign.started,
-        "duration_s": campaign.duration_s,
+        "title": title,
+        "derivation": derivation,
+        "seed": seed,
+        "count": count,
+        "interrupted": interrupted,
+        "started": started,
+        "duration_s": duration_s,
         "counts": counts,
         "largest_discrepancies": _largest_discrepancies(checks),
         "sections": [
             {
                 "name": name,
-                "description": campaign.descriptions.get(name, ""),
+                "description": description,
                 "checks": [c.to_dict() for c in section],
             }
-            for name, section in campaign.sections.items()
+            for name, description, section in sections
         ],
         "shrunk": (
             None
-            if campaign.shrunk is None
+            if shrunk is None
             else {
                 "description": "the smallest failing network Hypothesis found",
-                "check": campaign.shrunk.to_dict(),
+                "check": shrunk.to_dict(),
             }
         ),
         "environment": _versions(),
@@ -327,3 +380,21 @@ def summarise(campaign: Campaign) -> dict[str, object]:
             "rel_step": f"cbrt(eps) = {EPS ** (1 / 3):.3g}",
         },
     }
+
+
+def summarise(campaign: Campaign) -> dict[str, object]:
+    """Return the campaign as the plain dict that the report writer takes."""
+    return summarise_checks(
+        "Delta rule campaign",
+        campaign.derivation,
+        [
+            (name, campaign.descriptions.get(name, ""), section)
+            for name, section in campaign.sections.items()
+        ],
+        seed=campaign.seed,
+        count=campaign.count,
+        interrupted=campaign.interrupted,
+        started=campaign.started,
+        duration_s=campaign.duration_s,
+        shrunk=campaign.shrunk,
+    )

@@ -29,6 +29,7 @@ __all__ = [
     "Derivation",
     "compare_delta_rule",
     "check_delta_rule",
+    "load_callable",
     "load_derivation",
 ]
 
@@ -37,7 +38,9 @@ Derivation = Callable[[Network, Mapping[str, Array], Array, Array, float], Mappi
 
 
 def _check_eta(eta: object) -> float:
-    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)):
+    if isinstance(eta, (bool, np.bool_)) or not isinstance(
+        eta, (int, float, np.integer, np.floating)
+    ):
         raise InvalidTypeError(
             f"eta must be a float, got eta={eta!r}", name="eta", value=eta
         )
@@ -47,7 +50,7 @@ def _check_eta(eta: object) -> float:
             name="eta",
             value=eta,
         )
-    return float(eta)
+    return float(eta)  # numpy integers and floats become a plain float
 
 
 def _callable_name(fn: object) -> str:
@@ -83,6 +86,15 @@ def _collect_analytic(
             value=missing,
         )
     not_provided = tuple(name for name in known if name not in returned)
+    for name, value in returned.items():
+        kind = np.asarray(value).dtype.kind
+        if kind not in "fiu" or np.asarray(value).dtype == bool:
+            raise InvalidTypeError(
+                f"the derivation's {name} must be an array of real numbers, "
+                f"got dtype {np.asarray(value).dtype}",
+                name="derivation",
+                value=value,
+            )
     return dict(returned), not_provided
 
 
@@ -207,30 +219,57 @@ def load_derivation(target: str) -> Derivation:
         DerivationLoadError: the target is malformed, the module cannot be
             imported, or it has no such callable.
     """
+    return load_callable(target, role="derivation")  # type: ignore[return-value]
+
+
+def load_callable(target: str, role: str = "derivation") -> Callable[..., object]:
+    """Import a callable given as ``"package.module:function"``.
+
+    The function part may be dotted (``module:Class.method``). The module
+    is imported with :func:`importlib.import_module`, so it must be on
+    ``sys.path``.
+
+    Args:
+        target: the ``module:function`` string.
+        role: what the callable is, for messages (``"derivation"``,
+            ``"loss"``, ``"grad"``).
+
+    Raises:
+        DerivationLoadError: the target is malformed, the module cannot be
+            imported (or raises while it is imported), or it has no such
+            callable.
+    """
     module_name, sep, attr = str(target).partition(":")
     if not sep or not module_name or not attr:
         raise DerivationLoadError(
-            f"a derivation must be given as 'module:function', got {target!r}",
+            f"a {role} must be given as 'module:function', got {target!r}",
             target=target,
         )
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise DerivationLoadError(
-            f"cannot import module {module_name!r} for derivation {target!r}: {err}",
+            f"cannot import module {module_name!r} for {role} {target!r}: {err}",
+            target=target,
+        ) from err
+    except Exception as err:
+        # A module that raises on import is the user's bug, not ours: say
+        # so in one line rather than with gradcheck's traceback.
+        raise DerivationLoadError(
+            f"cannot import module {module_name!r} for {role} {target!r}: "
+            f"{type(err).__name__}: {err}",
             target=target,
         ) from err
     obj: object = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise DerivationLoadError(
-                f"module {module_name!r} has no attribute {attr!r} "
-                f"(derivation {target!r})",
+                f"module {module_name!r} has no attribute {attr!r} ({role} {target!r})",
                 target=target,
             )
         obj = getattr(obj, part)
     if not callable(obj):
         raise DerivationLoadError(
-            f"derivation {target!r} is not callable, got {obj!r}", target=target
+            f"{role} {target!r} is not callable, got {obj!r}", target=target
         )
-    return obj  # type: ignore[return-value]
+    return obj

@@ -560,3 +560,11 @@ def test_eta_may_be_a_numpy_integer():
     result = _compare(eta=np.int64(1))
 
     assert result.eta == 1.0
+
+
+def test_public_names_are_importable_and_listed_once():
+    import gradcheck
+
+    assert sorted(gradcheck.__all__) == sorted(gradcheck._EXPORTS)
+    for name in gradcheck.__all__:
+        assert getattr(gradcheck, name) is not None
