@@ -212,9 +212,36 @@ def _importable_from_cwd() -> None:
         sys.path.insert(0, os.getcwd())
 
 
+def _prepare_out(out: Path) -> None:
+    """Make sure the report folder can be written, before any work is done."""
+    if str(out) == "":
+        raise InvalidArgumentError(
+            "--out must name a folder, got an empty string", name="--out", value=out
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidArgumentError(
+            f"--out {str(out)!r} cannot be used as the report folder: {err}",
+            name="--out",
+            value=str(out),
+        ) from err
+    if not os.access(out, os.W_OK):
+        raise InvalidArgumentError(
+            f"--out {str(out)!r} is not writable", name="--out", value=str(out)
+        )
+
+
 def _run_report(args: argparse.Namespace) -> int:
     from gradcheck._report import write_report
 
+    if args.count == 0 and args.no_digits:
+        raise InvalidArgumentError(
+            "nothing to check: --count 0 with --no-digits runs no check",
+            name="--count",
+            value=0,
+        )
+    _prepare_out(args.out)
     if args.derivation:
         _importable_from_cwd()
         derivation = load_derivation(args.derivation)
@@ -255,7 +282,10 @@ def _run_report(args: argparse.Namespace) -> int:
     if firsts:
         print(f"first wrong quantities: {', '.join(firsts)}")
     if campaign.shrunk is not None:
-        print(f"smallest failing network: {campaign.shrunk.network.describe()}")
+        print(
+            f"smallest failing network: {campaign.shrunk.subject}, "
+            f"first wrong quantity {campaign.shrunk.first_wrong}"
+        )
     print(f"report: {html}\nresults: {results}")
     if campaign.interrupted:
         return 130

@@ -7,7 +7,7 @@ import pytest
 
 from examples import delta_rule_mistakes as mistakes
 from gradcheck import Verdict, delta_rule
-from gradcheck._campaign import GENERATED, run_campaign, summarise
+from gradcheck._campaign import GENERATED, RAISED, run_campaign, summarise
 from gradcheck._delta_rule import QUANTITY_KINDS
 from gradcheck._digits import DIGITS_NETWORK, train_on_digits
 from gradcheck.errors import InvalidArgumentError
@@ -100,3 +100,21 @@ def test_digits_checkpoints_pass_with_builtin_and_fail_with_mistake():
     assert [c.verdict for c in good.checks] == [Verdict.PASS] * 3
     assert [c.first_wrong for c in bad.checks] == ["theta[2]"] * 3
     assert good.checks[-1].details["epoch"] == 2
+
+
+def test_derivation_that_raises_on_some_networks_is_recorded_and_run_goes_on():
+    def crashes_with_skips(network, params, x, d, eta):
+        if network.skips:
+            raise ValueError("shapes do not align")
+        return delta_rule(network, params, x, d, eta)
+
+    campaign = run_campaign(
+        count=8, derivation=crashes_with_skips, digits_epochs=None, shrink=False
+    )
+
+    checks = campaign.checks
+    assert len(checks) == 8
+    raised = [c for c in checks if c.first_wrong == RAISED]
+    assert raised and all(c.network.skips for c in raised)
+    assert all("shapes do not align" in c.details["error"] for c in raised)
+    assert all(c.verdict is Verdict.PASS for c in checks if not c.network.skips)

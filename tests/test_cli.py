@@ -286,3 +286,20 @@ def test_check_inconclusive_exits_0_with_a_warning(tmp_path, monkeypatch, capsys
     assert captured.out.startswith("inconclusive: finite differences and JAX")
     assert "it is not counted as a failure" in captured.out
     assert "warning: the check is inconclusive" in captured.err
+
+
+def test_report_refuses_an_out_path_that_is_a_file_before_running(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    code = main(["report", "--count", "50", "--out", str(blocker)])
+
+    assert code == 2
+    assert "cannot be used as the report folder" in capsys.readouterr().err
+
+
+def test_report_refuses_to_check_nothing(tmp_path, capsys):
+    code = main(["report", "--count", "0", "--no-digits", "--out", str(tmp_path)])
+
+    assert code == 2
+    assert "nothing to check" in capsys.readouterr().err
