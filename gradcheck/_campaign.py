@@ -54,6 +54,9 @@ GENERATED = "Generated architectures"
 RAISED = "(the derivation raised)"
 DIGITS = "Real data: scikit-learn digits"
 
+# Examples Hypothesis may draw per distinct architecture wanted.
+DRAWS_PER_ARCHITECTURE = 20
+
 # Checks spent on shrinking a failure; each costs a compile for a new shape.
 SHRINK_BUDGET = 150
 
@@ -123,6 +126,10 @@ def _hypothesis_settings(max_examples: int, phases: list[Phase]) -> settings:
     )
 
 
+class _Enough(BaseException):
+    """Raised inside a Hypothesis run to end it: enough cases were checked."""
+
+
 def _compare(
     network: Network,
     args: tuple[object, ...],
@@ -161,13 +168,19 @@ def _run_generated(
         return
     results = campaign.sections.setdefault(GENERATED, [])
 
+    seen: set[Network] = set()
+
+    # Hypothesis often draws an architecture again with other weights; only
+    # the first draw of each is checked, so that `count` architectures are
+    # distinct. Drawing costs milliseconds, checking a new shape most of a
+    # second, so the generous example budget is cheap.
     @seed(campaign.seed)
-    @_hypothesis_settings(campaign.count, [Phase.generate])
+    @_hypothesis_settings(DRAWS_PER_ARCHITECTURE * campaign.count, [Phase.generate])
     @given(delta_rule_cases())
     def explore(case: DeltaRuleCase) -> None:
-        # Hypothesis may offer more examples than asked for; stop at count.
-        if len(results) >= campaign.count:
+        if case.network in seen:
             return
+        seen.add(case.network)
         number = len(results)
         result = _compare(
             case.network,
@@ -182,12 +195,19 @@ def _run_generated(
         )
         results.append(result)
         on_result(result)
+        if len(results) >= campaign.count:
+            raise _Enough
 
-    explore()
-    distinct = len({c.network for c in results})
-    campaign.descriptions[GENERATED] = campaign.descriptions[GENERATED].replace(
-        "{distinct}", str(distinct)
-    )
+    # Not an Exception, so Hypothesis lets it through at once instead of
+    # treating it as a failure to shrink.
+    with contextlib.suppress(_Enough):
+        explore()
+    if len(results) < campaign.count:
+        logger.warning(
+            "Hypothesis drew only %d distinct architectures of %d asked for",
+            len(results),
+            campaign.count,
+        )
 
 
 def _shrink_failure(campaign: Campaign, derivation: Derivation) -> CheckResult | None:
@@ -278,10 +298,10 @@ def run_campaign(
     campaign.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if count:
         campaign.descriptions[GENERATED] = (
-            f"{count} cases drawn by Hypothesis from seed {seed_}, on "
-            "{distinct} distinct architectures: 0 to 4 hidden layers of 1 to 8 "
-            "units, random skip connections, bias on or off, weights from 1e-3 "
-            "to saturating scales, batches of 1 to 8."
+            f"{count} distinct architectures drawn by Hypothesis from seed "
+            f"{seed_}, each with its own weights, inputs and targets: 0 to 4 "
+            "hidden layers of 1 to 8 units, random skip connections, bias on or "
+            "off, weights from 1e-3 to saturating scales, batches of 1 to 8."
         )
     if digits_epochs is not None:
         campaign.descriptions[DIGITS] = (
