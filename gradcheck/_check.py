@@ -10,17 +10,20 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck._compare import Verdict, combine_verdicts, compare_quantity
+from gradcheck._compare import combine_verdicts, compare_quantity
 from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
 from gradcheck._networks import Network, check_data, check_params
 from gradcheck._numeric import default_steps
 from gradcheck._references import compute_references
-from gradcheck._result import CheckResult, format_failure
+from gradcheck._result import (
+    CheckResult,
+    first_failing,
+    raise_on_failure,
+)
 from gradcheck.errors import (
     DerivationError,
     DerivationLoadError,
     GradcheckError,
-    GradientMismatchError,
     InvalidArgumentError,
     InvalidTypeError,
 )
@@ -181,7 +184,7 @@ def compare_delta_rule(
         if name in analytic
     )
     verdict = combine_verdicts([c.verdict for c in comparisons])
-    first_wrong = next((c.name for c in comparisons if c.verdict is Verdict.FAIL), None)
+    first_wrong = first_failing(comparisons)
     return CheckResult(
         verdict=verdict,
         quantities=comparisons,
@@ -206,10 +209,7 @@ def check_delta_rule(*args: object, **kwargs: object) -> CheckResult:
             the full :class:`CheckResult`.
     """
     __tracebackhide__ = True
-    result = compare_delta_rule(*args, **kwargs)  # type: ignore[arg-type]
-    if result.verdict is Verdict.FAIL:
-        raise GradientMismatchError(format_failure(result), result=result)
-    return result
+    return raise_on_failure(compare_delta_rule(*args, **kwargs))  # type: ignore[arg-type]
 
 
 def load_derivation(target: str) -> Derivation:

@@ -39,7 +39,6 @@ from numpy.typing import NDArray
 from gradcheck._compare import (
     QuantityComparison,
     Reference,
-    Verdict,
     combine_verdicts,
     compare_quantity,
 )
@@ -49,11 +48,14 @@ from gradcheck._numeric import (
     central_differences,
     default_steps,
 )
-from gradcheck._result import CheckResult, format_failure
+from gradcheck._result import (
+    CheckResult,
+    first_failing,
+    raise_on_failure,
+)
 from gradcheck.errors import (
     DerivationError,
     GradcheckError,
-    GradientMismatchError,
     InvalidArgumentError,
     InvalidTypeError,
 )
@@ -455,9 +457,7 @@ def compare_gradient(
     return CheckResult(
         verdict=verdict,
         quantities=tuple(comparisons),
-        first_wrong=next(
-            (c.name for c in comparisons if c.verdict is Verdict.FAIL), None
-        ),
+        first_wrong=first_failing(tuple(comparisons)),
         subject=subject,
         n_params=problem.n_params,
         batch=batch_size,
@@ -476,10 +476,7 @@ def check_gradient(*args: Any, **kwargs: Any) -> CheckResult:
             signature; ``.result`` holds the full :class:`CheckResult`.
     """
     __tracebackhide__ = True
-    result = compare_gradient(*args, **kwargs)
-    if result.verdict is Verdict.FAIL:
-        raise GradientMismatchError(format_failure(result), result=result)
-    return result
+    return raise_on_failure(compare_gradient(*args, **kwargs))
 
 
 def _cotangents(f: Callable[..., Any], x: object, data: tuple, count: int, seed: int):
@@ -566,9 +563,7 @@ def compare_vjp(
     return CheckResult(
         verdict=combine_verdicts([q.verdict for q in quantities]),
         quantities=quantities,
-        first_wrong=next(
-            (q.name for q in quantities if q.verdict is Verdict.FAIL), None
-        ),
+        first_wrong=first_failing(quantities),
         subject=first.subject,
         n_params=first.n_params,
         autodiff_skipped=first.autodiff_skipped,
@@ -588,7 +583,4 @@ def _renamed(q: QuantityComparison, name: str) -> QuantityComparison:
 def check_vjp(*args: Any, **kwargs: Any) -> CheckResult:
     """Like :func:`compare_vjp`, but raise if the backward pass is wrong."""
     __tracebackhide__ = True
-    result = compare_vjp(*args, **kwargs)
-    if result.verdict is Verdict.FAIL:
-        raise GradientMismatchError(format_failure(result), result=result)
-    return result
+    return raise_on_failure(compare_vjp(*args, **kwargs))

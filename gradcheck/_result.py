@@ -7,8 +7,15 @@ from dataclasses import dataclass, field
 
 from gradcheck._compare import QuantityComparison, Verdict
 from gradcheck._networks import Network
+from gradcheck.errors import GradientMismatchError
 
-__all__ = ["CheckResult", "format_failure", "MAX_MESSAGE_QUANTITIES"]
+__all__ = [
+    "CheckResult",
+    "MAX_MESSAGE_QUANTITIES",
+    "first_failing",
+    "format_failure",
+    "raise_on_failure",
+]
 
 # Failing quantities listed in a failure message; the report holds the rest.
 MAX_MESSAGE_QUANTITIES = 3
@@ -139,3 +146,16 @@ def format_failure(result: CheckResult) -> str:
     if result.reproduce:
         lines.append(f"reproduce: {result.reproduce}")
     return "\n".join(lines)
+
+
+def first_failing(quantities: tuple[QuantityComparison, ...]) -> str | None:
+    """Return the name of the first failing quantity, or ``None``."""
+    return next((q.name for q in quantities if q.verdict is Verdict.FAIL), None)
+
+
+def raise_on_failure(result: CheckResult) -> CheckResult:
+    """Return ``result``, or raise :class:`GradientMismatchError` if it failed."""
+    __tracebackhide__ = True
+    if result.verdict is Verdict.FAIL:
+        raise GradientMismatchError(format_failure(result), result=result)
+    return result

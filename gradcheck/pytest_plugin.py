@@ -178,13 +178,9 @@ class CheckRecorder:
 
     def _raise_if_failed(self, result: CheckResult) -> CheckResult:
         __tracebackhide__ = True
-        from gradcheck._compare import Verdict
-        from gradcheck._result import format_failure
-        from gradcheck.errors import GradientMismatchError
+        from gradcheck._result import raise_on_failure
 
-        if result.verdict is Verdict.FAIL:
-            raise GradientMismatchError(format_failure(result), result=result)
-        return result
+        return raise_on_failure(result)
 
     def compare_gradient(self, *args: Any, **kwargs: Any) -> CheckResult:
         """Record :func:`gradcheck.compare_gradient`."""
