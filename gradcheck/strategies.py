@@ -118,6 +118,20 @@ def _unit_arrays(shape: tuple[int, ...], low: float, high: float) -> st.SearchSt
     )
 
 
+def _signed_arrays(shape: tuple[int, ...], high: float) -> st.SearchStrategy:
+    """Arrays with entries of magnitude in [high / 20, high] and either sign.
+
+    Hypothesis starts from, and shrinks towards, its simplest values: with
+    zero allowed, its first draws are all-zero weights and inputs, whose
+    gradients are trivially zero and hide most mistakes. Keeping every
+    entry away from zero keeps every case informative; tiny weights still
+    come from the weight scale.
+    """
+    magnitude = st.floats(high / 20.0, high, allow_nan=False)
+    signed = st.tuples(magnitude, st.booleans()).map(lambda t: -t[0] if t[1] else t[0])
+    return hnp.arrays(np.float64, shape, elements=signed, fill=st.nothing())
+
+
 @st.composite
 def parameters(
     draw: st.DrawFn,
@@ -127,8 +141,9 @@ def parameters(
 ) -> tuple[dict[str, Array], float]:
     """Generate parameters for ``network`` at a scale from tiny to saturating.
 
-    A log-uniform scale (1e-3 to about 30 by default) multiplies entries drawn
-    from [-1, 1]; at the top of the range most units saturate.
+    A log-uniform scale (1e-3 to about 30 by default) multiplies entries of
+    magnitude 0.05 to 1 and either sign; at the top of the range most units
+    saturate.
 
     Returns:
         ``(params, scale)``.
@@ -138,15 +153,15 @@ def parameters(
     )
     scale = 10.0**log_scale
     params = {
-        name: scale * draw(_unit_arrays(shape, -1.0, 1.0), label=name)
+        name: scale * draw(_signed_arrays(shape, 1.0), label=name)
         for name, shape in network.param_shapes().items()
     }
     return params, scale
 
 
 def inputs(batch: int, width: int) -> st.SearchStrategy[Array]:
-    """Generate inputs of shape ``(batch, width)`` with entries in [-2, 2]."""
-    return _unit_arrays((batch, width), -2.0, 2.0)
+    """Generate inputs of shape ``(batch, width)``, magnitudes in [0.1, 2]."""
+    return _signed_arrays((batch, width), 2.0)
 
 
 def targets(batch: int, width: int) -> st.SearchStrategy[Array]:
