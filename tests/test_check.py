@@ -366,7 +366,9 @@ def test_derivation_that_scribbles_on_its_arguments_changes_nothing():
 # (g) Triage: disagreeing references make an entry unsettled, never wrong.
 
 
-def _reference(numeric, autodiff, error) -> Reference:
+def _reference(numeric, autodiff, error, rounding=1e-11) -> Reference:
+    # rounding: how far autodiff may move under a few ulps of its inputs;
+    # a right analytic value is expected within it.
     numeric = np.asarray(numeric, dtype=np.float64)
     estimate = NumericEstimate(
         value=numeric,
@@ -374,7 +376,7 @@ def _reference(numeric, autodiff, error) -> Reference:
         step=np.full(numeric.shape, 6e-6),
     )
     autodiff = np.asarray(autodiff, dtype=np.float64)
-    return Reference(estimate, autodiff, rounding=np.zeros_like(autodiff))
+    return Reference(estimate, autodiff, rounding=np.full(autodiff.shape, rounding))
 
 
 @pytest.mark.parametrize(
@@ -493,3 +495,16 @@ def test_wrong_float32_derivation_still_fails():
 
     assert result.first_wrong == "theta[3]"
     assert result.quantity("theta[3]").precision == "float32"
+
+
+def test_difference_below_numeric_resolution_is_inconclusive_not_pass():
+    # autodiff says 1.6e-9, the analytic value says 0, and finite
+    # differences can only resolve 5e-9 here: a real difference that the
+    # numeric reference cannot settle.
+    reference = _reference([0.0, 1e-9], [1.6e-9, 1e-9], 1.3e-9, rounding=1e-20)
+
+    comparison = compare_quantity("W1", np.array([0.0, 1e-9]), reference)
+
+    assert comparison.verdict is Verdict.INCONCLUSIVE
+    assert comparison.n_unsettled == 1
+    assert "less than finite differences can resolve" in comparison.note

@@ -297,3 +297,21 @@ def test_bad_input_gets_a_clear_gradcheck_error(loss, grad, params, error, match
         compare_gradient(loss, grad, params, X, T)
 
     assert isinstance(info.value, GradcheckError)
+
+
+def test_wrong_gradient_far_below_resolution_is_never_a_pass():
+    from examples import tanh_softmax as ex
+
+    params, x, labels = ex.example_problem()
+    tiny = {name: 1e-8 * value for name, value in params.items()}
+
+    def zero_first_layer(p, x, labels):
+        g = ex.grad(p, x, labels)
+        return {**g, "W1": 0.0 * g["W1"], "b1": 0.0 * g["b1"]}
+
+    right = compare_gradient(ex.loss, ex.grad, tiny, x, labels)
+    wrong = compare_gradient(ex.loss, zero_first_layer, tiny, x, labels)
+
+    assert right.verdict is Verdict.PASS
+    assert wrong.verdict is not Verdict.PASS
+    assert wrong.quantity("W1").verdict is not Verdict.PASS
