@@ -26,6 +26,7 @@ _EXPORTS = {
     "GradientMismatchError": "gradcheck.errors",
     "InvalidArgumentError": "gradcheck.errors",
     "InvalidTypeError": "gradcheck.errors",
+    "InconclusiveWarning": "gradcheck.errors",
     "Network": "gradcheck._networks",
     "QuantityComparison": "gradcheck._compare",
     "Signature": "gradcheck._signatures",
@@ -54,6 +55,7 @@ __all__ = [
     "Discrepancy",
     "GradcheckError",
     "GradientMismatchError",
+    "InconclusiveWarning",
     "InvalidArgumentError",
     "InvalidTypeError",
     "Network",
@@ -119,6 +121,7 @@ if TYPE_CHECKING:
         DerivationLoadError,
         GradcheckError,
         GradientMismatchError,
+        InconclusiveWarning,
         InvalidArgumentError,
         InvalidTypeError,
     )

@@ -115,7 +115,7 @@ class Discrepancy:
         name: the entry, for example ``theta[2][0,1]``.
         analytic: the derivation's value (NaN if it gave none).
         numeric: the finite-difference value.
-        autodiff: the JAX value.
+        autodiff: the JAX value; NaN when autodiff was skipped.
         band: the acceptance band of this entry.
     """
 
@@ -343,7 +343,9 @@ def compare_quantity(
             name=entry_name(name, idx),
             analytic=float(analytic[idx]),
             numeric=float(numeric[idx]),
-            autodiff=float(autodiff[idx]),
+            autodiff=(
+                float("nan") if reference.autodiff is None else float(autodiff[idx])
+            ),
             band=float(band[idx]),
         )
         for idx in (tuple(int(i) for i in np.unravel_index(k, shape)) for k in order)

@@ -212,9 +212,11 @@ def _call_user(fn: Callable[..., Any], role: str, *args: Any, **kwargs: Any) -> 
     except GradcheckError:
         raise
     except Exception as err:
-        name = getattr(fn, "__qualname__", repr(fn))
+        user_fn = getattr(fn, "loss", fn)  # a _Problem wraps the user's loss
+        name = getattr(user_fn, "__qualname__", repr(user_fn))
         raise DerivationError(
-            f"the {role} {name} raised {type(err).__name__}: {err}", derivation=fn
+            f"the {role} function {name} raised {type(err).__name__}: {err}",
+            derivation=user_fn,
         ) from err
 
 
@@ -292,11 +294,14 @@ def _untraced_references(
     """Finite differences of a loss JAX cannot trace, one point at a time."""
     rng = np.random.default_rng(0)
     jitter = PERTURBATION_ULPS * EPS
-    loss0 = _scalar_loss(problem(problem.z, problem.data, np), "at params")
+    loss0 = _scalar_loss(
+        _call_user(problem, "loss", problem.z, problem.data, np), "at params"
+    )
     noise = 0.0
     for _ in range(PERTURBATION_TRIALS):
         z_t = problem.z * (1.0 + jitter * rng.uniform(-1.0, 1.0, problem.z.shape))
-        noise = max(noise, abs(float(problem(z_t, problem.data, np)) - loss0))
+        value = _call_user(problem, "loss", z_t, problem.data, np)
+        noise = max(noise, abs(_scalar_loss(value, "near params") - loss0))
     total = 4 * problem.z.size
     done = 0
 
@@ -306,7 +311,8 @@ def _untraced_references(
         for i, h in zip(index, delta, strict=True):
             z = problem.z.copy()
             z[i] += h
-            values.append(float(problem(z, problem.data, np)))
+            value = _call_user(problem, "loss", z, problem.data, np)
+            values.append(_scalar_loss(value, "at a perturbed point"))
         done += len(index)
         if progress is not None:
             progress(min(done, total), total)
@@ -345,6 +351,17 @@ def _analytic_leaves(
         param_grads, probe_values = returned, []
 
     flat, treedef = jax.tree_util.tree_flatten(param_grads)
+    for name, value in zip(
+        problem.names + problem.probe_names, list(flat) + probe_values, strict=False
+    ):
+        dtype = np.asarray(value).dtype
+        if dtype.kind not in "fiu":
+            raise InvalidTypeError(
+                f"grad returned {name} as an array of dtype {dtype}; "
+                "expected real numbers",
+                name="grad",
+                value=value,
+            )
     if treedef != problem.treedef:
         raise InvalidArgumentError(
             "grad must return the same structure as params: expected "
@@ -408,7 +425,27 @@ def compare_gradient(
             raise InvalidTypeError(
                 f"{role} must be callable, got {fn!r}", name=role, value=fn
             )
+    if batch_size is not None and (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise InvalidArgumentError(
+            f"batch_size must be a positive int or None, got batch_size={batch_size!r}",
+            name="batch_size",
+            value=batch_size,
+        )
     problem = _Problem(loss, params, data, probes)
+    for position, argument in enumerate(problem.data):
+        for leaf in jax.tree_util.tree_leaves(argument):
+            is_float = isinstance(leaf, np.ndarray) and leaf.dtype.kind == "f"
+            if is_float and not np.isfinite(leaf).all():
+                raise InvalidArgumentError(
+                    f"data argument {position} holds NaN or Inf; "
+                    "every float input must be finite",
+                    name=f"data[{position}]",
+                    value=leaf,
+                )
 
     # The loss at params, called directly, also tells a loss that raises
     # from a loss JAX cannot trace.

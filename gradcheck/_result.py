@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from gradcheck._compare import QuantityComparison, Verdict
 from gradcheck._networks import Network
-from gradcheck.errors import GradientMismatchError
+from gradcheck.errors import GradientMismatchError, InconclusiveWarning
 
 __all__ = [
     "CheckResult",
@@ -64,6 +65,14 @@ class CheckResult:
     label: str = ""
     reproduce: str = ""
     details: dict[str, object] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        failed = sum(q.verdict is Verdict.FAIL for q in self.quantities)
+        return (
+            f"CheckResult(verdict={self.verdict.value!r}, subject={self.subject!r}, "
+            f"first_wrong={self.first_wrong!r}, quantities={len(self.quantities)}, "
+            f"failed={failed}, inconclusive={self.n_inconclusive_quantities})"
+        )
 
     @property
     def n_inconclusive_quantities(self) -> int:
@@ -154,8 +163,23 @@ def first_failing(quantities: tuple[QuantityComparison, ...]) -> str | None:
 
 
 def raise_on_failure(result: CheckResult) -> CheckResult:
-    """Return ``result``, or raise :class:`GradientMismatchError` if it failed."""
+    """Return ``result``; raise if it failed, warn if it was inconclusive.
+
+    Raises:
+        GradientMismatchError: the check failed.
+    """
     __tracebackhide__ = True
     if result.verdict is Verdict.FAIL:
         raise GradientMismatchError(format_failure(result), result=result)
+    if result.verdict is Verdict.INCONCLUSIVE:
+        unsettled = [
+            q.name for q in result.quantities if q.verdict is Verdict.INCONCLUSIVE
+        ]
+        warnings.warn(
+            f"the check of {result.subject} is inconclusive on {unsettled}: "
+            "the references disagree or cannot resolve the difference there "
+            "(not a failure of the derivation; see the result's notes)",
+            InconclusiveWarning,
+            stacklevel=3,
+        )
     return result

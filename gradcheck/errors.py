@@ -17,6 +17,7 @@ __all__ = [
     "DerivationLoadError",
     "DerivationError",
     "GradientMismatchError",
+    "InconclusiveWarning",
 ]
 
 
@@ -90,3 +91,11 @@ class GradientMismatchError(GradcheckError, AssertionError):
     def __init__(self, message: str, *, result: Any) -> None:
         super().__init__(message)
         self.result = result
+
+
+class InconclusiveWarning(UserWarning):
+    """A check could not decide: its references disagreed, or could not resolve.
+
+    Not a failure of the derivation, so ``check_*`` functions warn instead of
+    raising; the result's quantities say where and why.
+    """

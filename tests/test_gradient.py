@@ -315,3 +315,57 @@ def test_wrong_gradient_far_below_resolution_is_never_a_pass():
     assert right.verdict is Verdict.PASS
     assert wrong.verdict is not Verdict.PASS
     assert wrong.quantity("W1").verdict is not Verdict.PASS
+
+
+def test_more_bad_input_is_named():
+    def string_leaf(params, x, t):
+        g = quadratic_grad(params, x, t)
+        return {"W": g["W"], "b": np.array(["oops", "no"])}
+
+    with pytest.raises(InvalidTypeError, match=r"grad returned b as an array of dtype"):
+        compare_gradient(quadratic_loss, string_leaf, _params(), X, T)
+    with pytest.raises(InvalidArgumentError, match=r"data argument 1 holds NaN or Inf"):
+        compare_gradient(quadratic_loss, quadratic_grad, _params(), X, T * np.inf)
+    with pytest.raises(InvalidArgumentError, match=r"batch_size=0"):
+        compare_gradient(quadratic_loss, quadratic_grad, _params(), X, T, batch_size=0)
+
+
+def test_plain_numpy_loss_that_raises_off_centre_is_a_derivation_error():
+    centre = _params()["b"][0]
+
+    def fragile(params, x, t):
+        if float(np.asarray(params["b"])[0]) != centre:
+            raise ValueError("only at the centre")
+        return 0.5 * float(np.sum(np.asarray(x) @ np.asarray(params["W"])))
+
+    with pytest.raises(DerivationError, match="only at the centre"):
+        compare_gradient(fragile, quadratic_grad, _params(), X, T)
+
+
+def test_skipped_autodiff_leaves_no_autodiff_values_behind():
+    def numpy_loss(params, x, t):
+        r = np.asarray(x) @ np.asarray(params["W"]) + np.asarray(params["b"]) - t
+        return 0.5 * float(np.sum(r**2))
+
+    result = compare_gradient(numpy_loss, quadratic_grad, _params(), X, T)
+
+    assert all(np.isnan(w.autodiff) for q in result.quantities for w in q.worst)
+    assert result.to_dict()["autodiff_skipped"].startswith("JAX could not trace")
+
+
+def test_inconclusive_check_warns_and_result_repr_is_short():
+    from examples import tanh_softmax as ex
+    from gradcheck import InconclusiveWarning
+
+    params, x, labels = ex.example_problem()
+    tiny = {name: 1e-8 * value for name, value in params.items()}
+
+    def zero_first_layer(p, x, labels):
+        g = ex.grad(p, x, labels)
+        return {**g, "W1": 0.0 * g["W1"]}
+
+    with pytest.warns(InconclusiveWarning, match=r"inconclusive on \['W1'\]"):
+        result = check_gradient(ex.loss, zero_first_layer, tiny, x, labels)
+
+    assert repr(result).startswith("CheckResult(verdict='inconclusive'")
+    assert len(repr(result)) < 200

@@ -24,7 +24,9 @@ def test_cases_respect_the_documented_ranges(case):
     assert ((case.d >= 0) & (case.d <= 1)).all()
     assert np.isfinite(case.x).all()
     assert 1e-3 <= case.weight_scale <= 10**1.5
-    assert all((np.abs(a) >= case.weight_scale / 20).all() for a in case.params.values())
+    assert all(
+        (np.abs(a) >= case.weight_scale / 20).all() for a in case.params.values()
+    )
     assert (np.abs(case.x) >= 0.1).all()
     shapes = {name: a.shape for name, a in case.params.items()}
     assert shapes == network.param_shapes()
