@@ -43,10 +43,11 @@ from gradcheck._compare import (
     compare_quantity,
 )
 from gradcheck._numeric import (
-    EPS,
+    PERTURBATION_TRIALS,
     NumericEstimate,
     central_differences,
     default_steps,
+    nudge,
 )
 from gradcheck._result import (
     CheckResult,
@@ -72,10 +73,6 @@ logger = logging.getLogger(__name__)
 
 Array = NDArray[np.float64]
 Progress = Callable[[int, int], None]
-
-# Rounding trials, as for the delta rule (see gradcheck._references).
-PERTURBATION_TRIALS = 6
-PERTURBATION_ULPS = 16.0
 
 # Perturbed points per vectorised call of a traceable loss.
 CHUNK = 512
@@ -236,7 +233,6 @@ def _traced_references(
 ) -> tuple[NumericEstimate, Array, Array]:
     """Finite differences vectorised with vmap, autodiff, and rounding."""
     rng = np.random.default_rng(0)
-    jitter = PERTURBATION_ULPS * EPS
 
     with jax.enable_x64(True):
         data = problem.data
@@ -249,10 +245,10 @@ def _traced_references(
         # allowance of each gradient entry.
         noise, rounding = 0.0, np.zeros_like(grad0)
         for _ in range(PERTURBATION_TRIALS):
-            z_t = problem.z * (1.0 + jitter * rng.uniform(-1.0, 1.0, problem.z.shape))
+            z_t = nudge(problem.z, rng)
             data_t = jax.tree_util.tree_map(
                 lambda a: (
-                    a * (1.0 + jitter * rng.uniform(-1.0, 1.0, a.shape))
+                    nudge(a, rng)
                     if isinstance(a, np.ndarray) and a.dtype == np.float64
                     else a
                 ),
@@ -293,13 +289,12 @@ def _untraced_references(
 ) -> NumericEstimate:
     """Finite differences of a loss JAX cannot trace, one point at a time."""
     rng = np.random.default_rng(0)
-    jitter = PERTURBATION_ULPS * EPS
     loss0 = _scalar_loss(
         _call_user(problem, "loss", problem.z, problem.data, np), "at params"
     )
     noise = 0.0
     for _ in range(PERTURBATION_TRIALS):
-        z_t = problem.z * (1.0 + jitter * rng.uniform(-1.0, 1.0, problem.z.shape))
+        z_t = nudge(problem.z, rng)
         value = _call_user(problem, "loss", z_t, problem.data, np)
         noise = max(noise, abs(_scalar_loss(value, "near params") - loss0))
     total = 4 * problem.z.size

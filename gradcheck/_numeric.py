@@ -35,12 +35,15 @@ from numpy.typing import NDArray
 from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
+    "JITTER",
     "NumericEstimate",
+    "PERTURBATION_TRIALS",
     "ROUNDING_FACTOR",
     "ULP_FACTOR",
     "default_steps",
     "central_differences",
     "elementwise_central_differences",
+    "nudge",
 ]
 
 Array = NDArray[np.float64]
@@ -55,6 +58,12 @@ ULP_FACTOR = 8.0
 # Rounding error of a quantity computed from the same inputs, in ulps of
 # the quantity's largest entry: the floor of every acceptance band.
 ROUNDING_FACTOR = 64.0
+
+# Rounding is estimated by re-evaluating with every input moved by up to
+# PERTURBATION_ULPS ulps, PERTURBATION_TRIALS times (see _references).
+PERTURBATION_TRIALS = 6
+PERTURBATION_ULPS = 16.0
+JITTER = PERTURBATION_ULPS * EPS
 
 # Rows of perturbed points evaluated per call, which bounds memory.
 DEFAULT_CHUNK = 1024
@@ -89,6 +98,15 @@ class NumericEstimate:
             self.error.reshape(shape),
             self.step.reshape(shape),
         )
+
+
+def nudge(a: Array, rng: np.random.Generator) -> Array:
+    """Return ``a`` with each entry moved by up to ``JITTER`` of its size.
+
+    The moves are uniform in [-1, 1] and independent per entry: unlike
+    random signs, they cannot cancel exactly between equal terms of a sum.
+    """
+    return a * (1.0 + JITTER * rng.uniform(-1.0, 1.0, np.shape(a)))
 
 
 def default_steps(z: Array, rel_step: float | None = None) -> Array:

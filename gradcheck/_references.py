@@ -44,20 +44,18 @@ from gradcheck._compare import Reference
 from gradcheck._delta_rule import quantity_names
 from gradcheck._networks import Network, example_losses, forward
 from gradcheck._numeric import (
-    EPS,
+    JITTER,
+    PERTURBATION_TRIALS,
     NumericEstimate,
     central_differences,
     default_steps,
     elementwise_central_differences,
+    nudge,
 )
 
 __all__ = ["compute_references"]
 
 Array = NDArray[np.float64]
-
-# Perturbed evaluations used to estimate rounding, and their size in ulps.
-PERTURBATION_TRIALS = 6
-PERTURBATION_ULPS = 16.0
 
 
 def _unflatten(network: Network, z: jax.Array) -> dict[str, jax.Array]:
@@ -298,7 +296,7 @@ def _perturbation_spread(
     """Return how far each reference moves when its inputs move by a few ulps.
 
     Each trial multiplies every parameter, input and target by
-    ``1 + PERTURBATION_ULPS * eps * u`` and moves every net input and output
+    ``1 + JITTER * u`` (16 ulps at most) and moves every net input and output
     of the forward pass likewise, with ``u`` uniform in [-1, 1] and drawn
     independently per entry: independent draws, unlike random signs, cannot
     cancel exactly between equal terms of a sum (two identical examples in
@@ -306,16 +304,17 @@ def _perturbation_spread(
     The draws are seeded, so checks are repeatable.
     """
     rng = np.random.default_rng(0)
-    jitter = PERTURBATION_ULPS * EPS
-
-    def nudge(a: Array) -> jax.Array:
-        return jnp.asarray(a * (1.0 + jitter * rng.uniform(-1.0, 1.0, a.shape)))
+    jitter = JITTER
 
     spread: dict[str, object] = {}
     for trial_index in range(PERTURBATION_TRIALS):
         key = jax.random.key(trial_index + 1)
         trial = _flat_autodiff(
-            autodiff(nudge(z), nudge(x), nudge(d), key, jnp.float64(jitter))
+            autodiff(
+                *(jnp.asarray(nudge(a, rng)) for a in (z, x, d)),
+                key,
+                jnp.float64(jitter),
+            )
         )
         for key_ in ("g_z", "g_cols", "losses"):
             move = np.abs(trial[key_] - base[key_])
