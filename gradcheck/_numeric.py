@@ -40,9 +40,12 @@ __all__ = [
     "PERTURBATION_TRIALS",
     "ROUNDING_FACTOR",
     "ULP_FACTOR",
+    "ShiftedRows",
     "default_steps",
     "central_differences",
+    "combine_elementwise",
     "elementwise_central_differences",
+    "elementwise_points",
     "nudge",
 ]
 
@@ -201,42 +204,102 @@ def central_differences(
         The derivative of every output with respect to every coordinate,
         shape ``(P, ...)``.
     """
-    z = np.asarray(z, dtype=np.float64)
-    steps = np.asarray(steps, dtype=np.float64)
-    if not (steps > 0).all():
-        raise InvalidArgumentError(
-            f"every finite-difference step must be positive, got {steps.min()!r}",
-            name="steps",
-            value=steps,
-        )
-    n = z.size
-    # Represented shifts: (z + h) - z is what the evaluation really sees.
-    shifts = []
-    for h in (steps, steps / 2.0):
-        shifts += [(z + h) - z, (z - h) - z]
-    _check_resolvable(z, shifts[2] - shifts[3])
-    index = np.tile(np.arange(n), 4)
-    delta = np.concatenate(shifts)
-
-    rows = index.size
-    chunk = max(1, min(chunk, rows))
-    padded = -(-rows // chunk) * chunk
-    index = np.concatenate([index, np.zeros(padded - rows, dtype=index.dtype)])
-    delta = np.concatenate([delta, np.zeros(padded - rows)])
+    rows = ShiftedRows.along(z, steps)
+    index, delta = rows.padded(chunk)
+    chunk = max(1, min(chunk, len(rows)))
     values = np.concatenate(
         [
             np.asarray(evaluate_shifted(index[i : i + chunk], delta[i : i + chunk]))
-            for i in range(0, padded, chunk)
+            for i in range(0, index.size, chunk)
         ]
-    )[:rows]
+    )
+    return rows.combine(values, noise)
 
-    f = values.reshape((4, n) + values.shape[1:])
-    extra = (1,) * (values.ndim - 1)
-    span_h = (shifts[0] - shifts[1]).reshape((n,) + extra)
-    span_h2 = (shifts[2] - shifts[3]).reshape((n,) + extra)
-    value, error = _combine((f[0], f[2]), (f[1], f[3]), (span_h, span_h2), noise)
-    step = np.broadcast_to(steps.reshape((n,) + extra), value.shape).copy()
-    return NumericEstimate(value, error, step)
+
+@dataclass(frozen=True)
+class ShiftedRows:
+    """The shifted points of a central difference, one row per point.
+
+    Row ``k`` is ``z + delta[k] * e_index[k]``. The rows are, in order,
+    ``+h``, ``-h``, ``+h/2`` and ``-h/2`` along every coordinate, so that a
+    caller may evaluate them in any vectorised way (in chunks, or together
+    with other work in one compiled call) and hand the values to
+    :meth:`combine`.
+
+    Attributes:
+        index: the coordinate shifted per row, shape ``(4 P,)``.
+        delta: the represented shift per row, ``(z + h) - z``, shape
+            ``(4 P,)``.
+        steps: the step per coordinate, shape ``(P,)``.
+    """
+
+    index: NDArray[np.int64]
+    delta: Array
+    steps: Array
+
+    @classmethod
+    def along(cls, z: Array, steps: Array) -> ShiftedRows:
+        """Return the rows for central differences of ``z`` (shape ``(P,)``).
+
+        Raises:
+            InvalidArgumentError: a step is not positive, or so small that
+                ``z + h`` rounds back to ``z``.
+        """
+        z = np.asarray(z, dtype=np.float64)
+        steps = np.asarray(steps, dtype=np.float64)
+        if not (steps > 0).all():
+            raise InvalidArgumentError(
+                f"every finite-difference step must be positive, got {steps.min()!r}",
+                name="steps",
+                value=steps,
+            )
+        # Represented shifts: (z + h) - z is what the evaluation really sees.
+        shifts = []
+        for h in (steps, steps / 2.0):
+            shifts += [(z + h) - z, (z - h) - z]
+        _check_resolvable(z, shifts[2] - shifts[3])
+        index = np.tile(np.arange(z.size), 4)
+        return cls(index, np.concatenate(shifts), steps)
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def padded(self, multiple: int) -> tuple[NDArray[np.int64], Array]:
+        """Return ``(index, delta)`` padded with zero shifts of coordinate 0.
+
+        The length becomes a multiple of ``multiple`` (at least one), so a
+        compiled evaluation sees few distinct shapes; the padding rows
+        evaluate the unshifted point and are dropped by :meth:`combine`.
+        """
+        rows = len(self)
+        multiple = max(1, min(multiple, rows))
+        extra = -(-rows // multiple) * multiple - rows
+        index = np.concatenate([self.index, np.zeros(extra, dtype=self.index.dtype)])
+        return index, np.concatenate([self.delta, np.zeros(extra)])
+
+    def combine(self, values: Array, noise: Array | float = 0.0) -> NumericEstimate:
+        """Turn the values at the rows into derivatives with error estimates.
+
+        Args:
+            values: the function at each row, shape ``(R, ...)`` with
+                ``R >= len(self)``; rows past ``len(self)`` (padding) are
+                ignored. Trailing axes are separate outputs.
+            noise: how far one evaluation may be off, broadcastable to the
+                trailing axes.
+
+        Returns:
+            The derivatives, shape ``(P, ...)``.
+        """
+        values = np.asarray(values)[: len(self)]
+        n = self.steps.size
+        f = values.reshape((4, n) + values.shape[1:])
+        extra = (1,) * (values.ndim - 1)
+        shifts = self.delta.reshape(4, n)
+        span_h = (shifts[0] - shifts[1]).reshape((n,) + extra)
+        span_h2 = (shifts[2] - shifts[3]).reshape((n,) + extra)
+        value, error = _combine((f[0], f[2]), (f[1], f[3]), (span_h, span_h2), noise)
+        step = np.broadcast_to(self.steps.reshape((n,) + extra), value.shape).copy()
+        return NumericEstimate(value, error, step)
 
 
 def _check_resolvable(z: Array, span: Array) -> None:
@@ -269,12 +332,31 @@ def elementwise_central_differences(
     Returns:
         ``f'(s)`` per entry, shaped like ``s``.
     """
+    points = elementwise_points(s, steps)
+    values = tuple(np.asarray(f(p), dtype=np.float64) for p in points)
+    return combine_elementwise(values, points, steps, noise)
+
+
+def elementwise_points(s: Array, steps: Array) -> tuple[Array, Array, Array, Array]:
+    """Return the points ``s + h``, ``s - h``, ``s + h/2``, ``s - h/2``.
+
+    Raises:
+        InvalidArgumentError: a step so small that ``s + h`` rounds to ``s``.
+    """
     s = np.asarray(s, dtype=np.float64)
-    plus = [s + steps, s + steps / 2.0]
-    minus = [s - steps, s - steps / 2.0]
-    _check_resolvable(s, plus[1] - minus[1])
-    f_plus = tuple(np.asarray(f(p), dtype=np.float64) for p in plus)
-    f_minus = tuple(np.asarray(f(m), dtype=np.float64) for m in minus)
-    span = (plus[0] - minus[0], plus[1] - minus[1])
-    value, error = _combine(f_plus, f_minus, span, noise)
+    points = (s + steps, s - steps, s + steps / 2.0, s - steps / 2.0)
+    _check_resolvable(s, points[2] - points[3])
+    return points
+
+
+def combine_elementwise(
+    values: tuple[Array, Array, Array, Array],
+    points: tuple[Array, Array, Array, Array],
+    steps: Array,
+    noise: Array | float = 0.0,
+) -> NumericEstimate:
+    """Turn f at the :func:`elementwise_points` into ``f'`` per entry."""
+    values = tuple(np.asarray(v, dtype=np.float64) for v in values)
+    span = (points[0] - points[1], points[2] - points[3])
+    value, error = _combine((values[0], values[2]), (values[1], values[3]), span, noise)
     return NumericEstimate(value, error, np.asarray(steps, dtype=np.float64))

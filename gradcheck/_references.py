@@ -28,12 +28,26 @@ moves sets the finite-difference noise, and how far each autodiff quantity
 moves is its rounding allowance. This catches cancellation that a bound in
 ulps of the result misses: ``d - y`` for a target close to the output is
 known to ``eps * |y|``, not to ``eps * |d - y|``.
+
+Two paths compute the same references. Compiling costs far more than
+evaluating a small network, so a network that fits the shared padded
+shape (``PADDED_LAYERS`` layers of ``PADDED_WIDTH`` units, batches up to
+``PADDED_BATCH``) is evaluated by one compiled function that serves every
+such architecture: absent units, layers and examples are zero-padded and
+masked so that they contribute exact zeros and are never read back, and
+the unperturbed point, the perturbation trials and every finite-difference
+shift are evaluated in one call. Any other network gets functions compiled
+for its own shape (the plain path), cached per shape. Both paths draw the
+same perturbations and share every step after the evaluations, so they
+differ only by the order in which XLA sums: by ulps.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -47,118 +61,80 @@ from gradcheck._numeric import (
     JITTER,
     PERTURBATION_TRIALS,
     NumericEstimate,
-    central_differences,
+    ShiftedRows,
+    combine_elementwise,
     default_steps,
-    elementwise_central_differences,
+    elementwise_points,
     nudge,
 )
 
-__all__ = ["compute_references"]
+__all__ = ["compute_references", "fits_padded"]
 
 Array = NDArray[np.float64]
 
+# The shared padded shape: the largest generated case (see strategies):
+# an input layer, up to four hidden layers and an output layer, each of at
+# most eight units, and batches of at most eight examples.
+PADDED_LAYERS = 6
+PADDED_WIDTH = 8
+PADDED_BATCH = 8
 
-def _unflatten(network: Network, z: jax.Array) -> dict[str, jax.Array]:
-    params = {}
-    start = 0
-    for name, shape in network.param_shapes().items():
-        size = int(np.prod(shape))
-        params[name] = z[start : start + size].reshape(shape)
-        start += size
-    return params
+# Rows of shifted points per call come in powers of two from this up, so
+# that the padded function compiles for a handful of row counts only.
+MIN_PADDED_ROWS = 128
+
+# How often the padded function was traced (compiled), for tests.
+padded_traces = 0
 
 
-def _split_probes(
-    network: Network, columns: jax.Array, batch: int
-) -> tuple[dict[int, jax.Array], jax.Array]:
-    """Turn one shift per probe column into probes over the whole batch.
+@dataclass(frozen=True)
+class _Draws:
+    """The unperturbed point (row 0) and the perturbation trials (rows 1..).
 
-    Perturbing a column shifts that unit in every example at once. The
-    examples do not interact, so each example's own loss still measures the
-    derivative for that example alone, at the cost of one evaluation per
-    unit instead of one per unit and example.
+    Attributes:
+        z: parameters, flat, shape ``(T + 1, P)``.
+        x: inputs, shape ``(T + 1, batch, n_0)``.
+        d: targets, shape ``(T + 1, batch, n_out)``.
+        u_s: per non-input layer ``v``, uniform draws in [-1, 1] that move
+            the net input ``s_v``, shape ``(T + 1, batch, n_v)``.
+        u_y: the same for the outputs, shape ``(T + 1, batch, n_out)``.
+        jitter: how far a draw of 1 moves a net input or output, relative
+            to its size; 0 in row 0. Shape ``(T + 1,)``.
     """
-    probes_s = {}
-    start = 0
-    for v in range(1, network.n_layers):
-        n = network.sizes[v]
-        probes_s[v] = jnp.broadcast_to(columns[start : start + n], (batch, n))
-        start += n
-    n_out = network.sizes[-1]
-    probe_y = jnp.broadcast_to(columns[start : start + n_out], (batch, n_out))
-    return probes_s, probe_y
+
+    z: Array
+    x: Array
+    d: Array
+    u_s: list[Array]
+    u_y: Array
+    jitter: Array
 
 
-def _n_probe_columns(network: Network) -> int:
-    return sum(network.sizes[1:]) + network.sizes[-1]
+@dataclass(frozen=True)
+class _Evaluations:
+    """Everything the references are computed from, the same on both paths.
 
-
-@functools.lru_cache(maxsize=64)
-def _compiled(network: Network, batch: int) -> dict[str, object]:
-    """Build the jitted functions for one architecture and batch size.
-
-    Compiling costs far more than evaluating a small network, so the
-    functions are cached per (network, batch) and reused, for example at
-    every checkpoint of a training run.
+    Attributes:
+        rows: per row of :class:`_Draws`, the autodiff outputs: ``g_z``
+            (P,), ``g_cols`` (batch, n_cols), and per layer ``s``,
+            ``sigma`` and ``slopes`` (batch, n_v), and ``losses`` (batch,).
+        loss_z: the total loss at each shifted parameter row.
+        losses_cols: each example's loss at each shifted probe row,
+            shape ``(rows, batch)``.
     """
-    n_cols = _n_probe_columns(network)
 
-    def zero_probes(x: jax.Array) -> tuple[dict[int, jax.Array], jax.Array]:
-        return _split_probes(network, jnp.zeros(n_cols, dtype=x.dtype), batch)
+    rows: list[dict[str, object]]
+    loss_z: Array
+    losses_cols: Array
 
-    def total_loss(z, x, d, probes_s, probe_y):
-        params = _unflatten(network, z)
-        return jnp.sum(example_losses(network, params, x, d, probes_s, probe_y))
 
-    @jax.jit
-    def autodiff(z, x, d, key, jitter):
-        # With jitter > 0, every net input and output is also moved by up to
-        # `jitter` of its size, independently per unit and example, as
-        # rounding inside the forward pass would move it.
-        params = _unflatten(network, z)
-        s0, y0 = forward(network, params, x)
-        keys = jax.random.split(key, network.n_layers)
-
-        def noise(k, a):
-            u = jax.random.uniform(k, a.shape, a.dtype, -1.0, 1.0)
-            return jax.lax.stop_gradient(jitter * jnp.abs(a) * u)
-
-        probes_s = {v: noise(keys[v], s0[v]) for v in range(1, network.n_layers)}
-        probe_y = noise(keys[0], y0[-1])
-        grads = jax.grad(total_loss, argnums=(0, 3, 4))(z, x, d, probes_s, probe_y)
-        s, _ = forward(network, params, x, probes_s)
-        slopes = [
-            jax.jvp(jax.nn.sigmoid, (s[v],), (jnp.ones_like(s[v]),))[1]
-            for v in range(1, network.n_layers)
-        ]
-        losses = example_losses(network, params, x, d, probes_s, probe_y)
-        return grads, s[1:], slopes, losses
-
-    @jax.jit
-    def loss_shifted(z, x, d, index, delta):
-        probes_s, probe_y = zero_probes(x)
-
-        def one(i, h):
-            return total_loss(z.at[i].add(h), x, d, probes_s, probe_y)
-
-        return jax.vmap(one)(index, delta)
-
-    @jax.jit
-    def probe_losses_shifted(z, x, d, index, delta):
-        params = _unflatten(network, z)
-
-        def one(i, h):
-            columns = jnp.zeros(n_cols, dtype=z.dtype).at[i].set(h)
-            probes_s, probe_y = _split_probes(network, columns, batch)
-            return example_losses(network, params, x, d, probes_s, probe_y)
-
-        return jax.vmap(one)(index, delta)
-
-    return {
-        "autodiff": autodiff,
-        "loss_shifted": loss_shifted,
-        "probe_losses_shifted": probe_losses_shifted,
-    }
+def fits_padded(network: Network, batch: int) -> bool:
+    """Return whether the shared padded function can check this case."""
+    return (
+        network.n_layers <= PADDED_LAYERS
+        and max(network.sizes) <= PADDED_WIDTH
+        and batch <= PADDED_BATCH
+    )
 
 
 def compute_references(
@@ -168,6 +144,8 @@ def compute_references(
     d: Array,
     eta: float,
     rel_step: float | None = None,
+    *,
+    padded: bool | None = None,
 ) -> dict[str, Reference]:
     """Compute the numeric and autodiff reference of every named quantity.
 
@@ -179,6 +157,9 @@ def compute_references(
         eta: the learning rate, for ``Delta W = -eta dE/dW``.
         rel_step: the finite-difference step relative to ``max(1, |z|)``;
             ``cbrt(eps)`` when omitted.
+        padded: evaluate with the shared padded function (True) or with
+            functions compiled for this shape (False); by default the
+            padded one whenever the case fits it.
 
     Returns:
         A :class:`Reference` per name of ``quantity_names(network)``.
@@ -186,52 +167,46 @@ def compute_references(
     batch = x.shape[0]
     shapes = network.param_shapes()
     z = np.concatenate([np.ravel(params[name]) for name in shapes])
-    fns = _compiled(network, batch)
+    n_cols = _n_probe_columns(network)
+    z_rows = ShiftedRows.along(z, default_steps(z, rel_step))
+    cols = np.zeros(n_cols)
+    col_rows = ShiftedRows.along(cols, default_steps(cols, rel_step))
+    draws = _draw_trials(network, z, x, d)
+    if padded is None:
+        padded = fits_padded(network, batch)
 
     with jax.enable_x64(True):
-        zj, xj, dj = (jnp.asarray(a, dtype=jnp.float64) for a in (z, x, d))
-        base = _flat_autodiff(
-            fns["autodiff"](zj, xj, dj, jax.random.key(0), jnp.float64(0.0))
-        )
-        moved = _perturbation_spread(fns["autodiff"], base, z, x, d)
+        evaluate = _evaluate_padded if padded else _evaluate_plain
+        evaluations = evaluate(network, draws, z_rows, col_rows)
+        base = evaluations.rows[0]
+        moved = _perturbation_spread(evaluations.rows)
+        num_slopes = _sigmoid_differences(base["s"], moved, rel_step)
 
-        def loss_at(index, delta):
-            return fns["loss_shifted"](
-                zj, xj, dj, jnp.asarray(index), jnp.asarray(delta)
-            )
+    num_z = z_rows.combine(evaluations.loss_z, noise=moved["loss"])
+    # Shape (n_cols, batch): one column of probes per row, one loss per
+    # example, each with its own noise.
+    num_cols = col_rows.combine(evaluations.losses_cols, noise=moved["losses"])
+    return _assemble(network, eta, base, moved, num_z, num_cols, num_slopes)
 
-        def probes_at(index, delta):
-            return fns["probe_losses_shifted"](
-                zj, xj, dj, jnp.asarray(index), jnp.asarray(delta)
-            )
 
-        num_z = central_differences(
-            loss_at, z, default_steps(z, rel_step), noise=moved["loss"]
-        )
-        cols = np.zeros(_n_probe_columns(network))
-        # Shape (n_cols, batch): one column of probes per row, one loss per
-        # example, each with its own noise.
-        num_cols = central_differences(
-            probes_at, cols, default_steps(cols, rel_step), noise=moved["losses"]
-        )
-        num_slopes = [
-            elementwise_central_differences(
-                lambda t: np.asarray(jax.nn.sigmoid(jnp.asarray(t))),
-                s_v,
-                default_steps(s_v, rel_step),
-                noise=moved[f"sigma[{v}]"],
-            )
-            for v, s_v in enumerate(base["s"], start=1)
-        ]
-
+def _assemble(
+    network: Network,
+    eta: float,
+    base: dict[str, object],
+    moved: dict[str, object],
+    num_z: NumericEstimate,
+    num_cols: NumericEstimate,
+    num_slopes: list[NumericEstimate],
+) -> dict[str, Reference]:
+    """Cut the flat references into the named quantities."""
     g_z, g_cols = base["g_z"], base["g_cols"]
     r_z, r_cols = moved["g_z"], moved["g_cols"]
     refs: dict[str, Reference] = {}
 
     # Parameter gradients and updates.
     start = 0
-    for name, shape in shapes.items():
-        part = slice(start, start + int(np.prod(shape)))
+    for name, shape in network.param_shapes().items():
+        part = slice(start, start + math.prod(shape))
         numeric = NumericEstimate(
             num_z.value[part], num_z.error[part], num_z.step[part]
         ).reshaped(shape)
@@ -271,69 +246,492 @@ def compute_references(
     return {name: refs[name] for name in quantity_names(network)}
 
 
-def _flat_autodiff(outputs: tuple) -> dict[str, object]:
-    """Turn the jitted autodiff outputs into numpy arrays, probes side by side."""
-    (g_z, g_probes_s, g_probe_y), s, slopes, losses = outputs
-    g_cols = np.concatenate(
-        [np.asarray(g_probes_s[v]) for v in sorted(g_probes_s)]
-        + [np.asarray(g_probe_y)],
-        axis=1,
-    )
-    s = [np.asarray(a) for a in s]
-    return {
-        "g_z": np.asarray(g_z),
-        "g_cols": g_cols,
-        "s": s,
-        "sigma": [np.asarray(jax.nn.sigmoid(jnp.asarray(a))) for a in s],
-        "slopes": [np.asarray(a) for a in slopes],
-        "losses": np.asarray(losses),
-    }
-
-
-def _perturbation_spread(
-    autodiff: object, base: dict[str, object], z: Array, x: Array, d: Array
-) -> dict[str, object]:
-    """Return how far each reference moves when its inputs move by a few ulps.
+def _draw_trials(network: Network, z: Array, x: Array, d: Array) -> _Draws:
+    """Draw the perturbation trials; row 0 is the unperturbed point.
 
     Each trial multiplies every parameter, input and target by
     ``1 + JITTER * u`` (16 ulps at most) and moves every net input and output
     of the forward pass likewise, with ``u`` uniform in [-1, 1] and drawn
     independently per entry: independent draws, unlike random signs, cannot
     cancel exactly between equal terms of a sum (two identical examples in
-    a batch, say). The largest move of each output over the trials is kept.
-    The draws are seeded, so checks are repeatable.
+    a batch, say). The draws are seeded, so checks are repeatable, and both
+    paths see the same draws.
     """
     rng = np.random.default_rng(0)
-    jitter = JITTER
+    batch = x.shape[0]
+    zs, xs, ds = [z], [x], [d]
+    u_s = [[np.zeros((batch, n))] for n in network.sizes[1:]]
+    u_y = [np.zeros((batch, network.sizes[-1]))]
+    for _ in range(PERTURBATION_TRIALS):
+        zs.append(nudge(z, rng))
+        xs.append(nudge(x, rng))
+        ds.append(nudge(d, rng))
+        for layer, n in zip(u_s, network.sizes[1:], strict=True):
+            layer.append(rng.uniform(-1.0, 1.0, (batch, n)))
+        u_y.append(rng.uniform(-1.0, 1.0, (batch, network.sizes[-1])))
+    jitter = np.full(PERTURBATION_TRIALS + 1, JITTER)
+    jitter[0] = 0.0
+    return _Draws(
+        np.stack(zs),
+        np.stack(xs),
+        np.stack(ds),
+        [np.stack(layer) for layer in u_s],
+        np.stack(u_y),
+        jitter,
+    )
 
+
+def _moved(a: jax.Array, u: jax.Array, jitter: jax.Array) -> jax.Array:
+    """Return the probe that moves ``a`` by ``jitter * |a| * u``, as rounding would."""
+    return jax.lax.stop_gradient(jitter * jnp.abs(a) * u)
+
+
+def _perturbation_spread(rows: list[dict[str, object]]) -> dict[str, object]:
+    """Return how far each reference moves when its inputs move by a few ulps.
+
+    ``rows[0]`` holds the outputs at the unperturbed point, the other rows
+    those of the perturbation trials (see :func:`_draw_trials`). The
+    largest move of each output over the trials is kept.
+    """
+    base, trials = rows[0], rows[1:]
     spread: dict[str, object] = {}
-    for trial_index in range(PERTURBATION_TRIALS):
-        key = jax.random.key(trial_index + 1)
-        trial = _flat_autodiff(
-            autodiff(
-                *(jnp.asarray(nudge(a, rng)) for a in (z, x, d)),
-                key,
-                jnp.float64(jitter),
-            )
-        )
-        for key_ in ("g_z", "g_cols", "losses"):
-            move = np.abs(trial[key_] - base[key_])
-            spread[key_] = np.maximum(spread.get(key_, 0.0), move)
-        for key_ in ("slopes", "sigma"):
-            moves = [
-                np.abs(t - b) for t, b in zip(trial[key_], base[key_], strict=True)
-            ]
-            old = spread.get(key_, [0.0] * len(moves))
-            spread[key_] = [np.maximum(o, m) for o, m in zip(old, moves, strict=True)]
-        loss_move = abs(float(trial["losses"].sum() - base["losses"].sum()))
-        spread["loss"] = max(spread.get("loss", 0.0), loss_move)
+    for key in ("g_z", "g_cols", "losses"):
+        spread[key] = np.max([np.abs(t[key] - base[key]) for t in trials], axis=0)
+    for key in ("slopes", "sigma"):
+        spread[key] = [
+            np.max([np.abs(t[key][i] - b) for t in trials], axis=0)
+            for i, b in enumerate(base[key])
+        ]
+    total = float(base["losses"].sum())
+    spread["loss"] = max(abs(float(t["losses"].sum()) - total) for t in trials)
     for v, sigma in enumerate(spread.pop("sigma"), start=1):
         spread[f"sigma[{v}]"] = sigma
     # The derivation computes dy/ds as y (1 - y) from a rounded y, and
     # 1 - y cancels for y near 1: an error of an ulp of y moves the slope by
     # |1 - 2y| ulps of y, which no perturbation of s reproduces.
     spread["slopes"] = [
-        np.maximum(moved, jitter * np.abs(1.0 - 2.0 * y) * y)
+        np.maximum(moved, JITTER * np.abs(1.0 - 2.0 * y) * y)
         for moved, y in zip(spread["slopes"], base["sigma"], strict=True)
     ]
     return spread
+
+
+def _sigmoid_differences(
+    s: list[Array], moved: dict[str, object], rel_step: float | None
+) -> list[NumericEstimate]:
+    """Differentiate the sigmoid at every net input, all layers in one call."""
+    steps = [default_steps(s_v, rel_step) for s_v in s]
+    points = [elementwise_points(s_v, h) for s_v, h in zip(s, steps, strict=True)]
+    flat = np.concatenate([p.ravel() for layer in points for p in layer])
+    size = _bucket(flat.size, 64)
+    values = np.asarray(_sigmoid(jnp.asarray(np.pad(flat, (0, size - flat.size)))))
+    estimates = []
+    start = 0
+    for v, (layer, h) in enumerate(zip(points, steps, strict=True), start=1):
+        shape = layer[0].shape
+        parts = []
+        for _ in range(4):
+            parts.append(values[start : start + layer[0].size].reshape(shape))
+            start += layer[0].size
+        estimates.append(
+            combine_elementwise(tuple(parts), layer, h, noise=moved[f"sigma[{v}]"])
+        )
+    return estimates
+
+
+@jax.jit
+def _sigmoid(t: jax.Array) -> jax.Array:
+    return jax.nn.sigmoid(t)
+
+
+def _bucket(n: int, least: int) -> int:
+    """Return the power of two at or above ``n``, at least ``least``."""
+    return max(least, 1 << (n - 1).bit_length())
+
+
+def _n_probe_columns(network: Network) -> int:
+    return sum(network.sizes[1:]) + network.sizes[-1]
+
+
+# The plain path: functions compiled for one architecture and batch size.
+
+
+def _unflatten(network: Network, z: jax.Array) -> dict[str, jax.Array]:
+    params = {}
+    start = 0
+    for name, shape in network.param_shapes().items():
+        size = math.prod(shape)
+        params[name] = z[start : start + size].reshape(shape)
+        start += size
+    return params
+
+
+def _split_probes(
+    network: Network, columns: jax.Array, batch: int
+) -> tuple[dict[int, jax.Array], jax.Array]:
+    """Turn one shift per probe column into probes over the whole batch.
+
+    Perturbing a column shifts that unit in every example at once. The
+    examples do not interact, so each example's own loss still measures the
+    derivative for that example alone, at the cost of one evaluation per
+    unit instead of one per unit and example.
+    """
+    probes_s = {}
+    start = 0
+    for v in range(1, network.n_layers):
+        n = network.sizes[v]
+        probes_s[v] = jnp.broadcast_to(columns[start : start + n], (batch, n))
+        start += n
+    n_out = network.sizes[-1]
+    probe_y = jnp.broadcast_to(columns[start : start + n_out], (batch, n_out))
+    return probes_s, probe_y
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(network: Network, batch: int) -> dict[str, Callable]:
+    """Build the jitted functions for one architecture and batch size.
+
+    The functions are cached per (network, batch) and reused, for example
+    at every checkpoint of a training run.
+    """
+    n_cols = _n_probe_columns(network)
+
+    def total_loss(z, x, d, probes_s, probe_y):
+        params = _unflatten(network, z)
+        return jnp.sum(example_losses(network, params, x, d, probes_s, probe_y))
+
+    def autodiff_row(z, x, d, u_s, u_y, jitter):
+        # With jitter > 0, every net input and output is also moved by up to
+        # `jitter` of its size, independently per unit and example, as
+        # rounding inside the forward pass would move it.
+        params = _unflatten(network, z)
+        s0, y0 = forward(network, params, x)
+        probes_s = {v: _moved(s0[v], u_s[v - 1], jitter) for v in range(1, len(s0))}
+        probe_y = _moved(y0[-1], u_y, jitter)
+        g_z, g_s, g_y = jax.grad(total_loss, argnums=(0, 3, 4))(
+            z, x, d, probes_s, probe_y
+        )
+        s, _ = forward(network, params, x, probes_s)
+        s = s[1:]
+        slopes = [jax.jvp(jax.nn.sigmoid, (a,), (jnp.ones_like(a),))[1] for a in s]
+        g_cols = jnp.concatenate([g_s[v] for v in sorted(g_s)] + [g_y], axis=1)
+        losses = example_losses(network, params, x, d, probes_s, probe_y)
+        return g_z, g_cols, s, [jax.nn.sigmoid(a) for a in s], slopes, losses
+
+    @jax.jit
+    def loss_shifted(z, x, d, index, delta):
+        probes_s, probe_y = _split_probes(network, jnp.zeros(n_cols, z.dtype), batch)
+
+        def one(i, h):
+            return total_loss(z.at[i].add(h), x, d, probes_s, probe_y)
+
+        return jax.vmap(one)(index, delta)
+
+    @jax.jit
+    def probe_losses_shifted(z, x, d, index, delta):
+        params = _unflatten(network, z)
+
+        def one(i, h):
+            columns = jnp.zeros(n_cols, dtype=z.dtype).at[i].set(h)
+            probes_s, probe_y = _split_probes(network, columns, batch)
+            return example_losses(network, params, x, d, probes_s, probe_y)
+
+        return jax.vmap(one)(index, delta)
+
+    return {
+        "autodiff": jax.jit(jax.vmap(autodiff_row)),
+        "loss_shifted": loss_shifted,
+        "probe_losses_shifted": probe_losses_shifted,
+    }
+
+
+def _evaluate_plain(
+    network: Network, draws: _Draws, z_rows: ShiftedRows, col_rows: ShiftedRows
+) -> _Evaluations:
+    """Evaluate with functions compiled for this architecture and batch."""
+    fns = _compiled(network, draws.x.shape[1])
+    outputs = fns["autodiff"](
+        *(jnp.asarray(a) for a in (draws.z, draws.x, draws.d)),
+        [jnp.asarray(u) for u in draws.u_s],
+        jnp.asarray(draws.u_y),
+        jnp.asarray(draws.jitter),
+    )
+    g_z, g_cols, s, sigma, slopes, losses = jax.tree_util.tree_map(np.asarray, outputs)
+    rows = [
+        {
+            "g_z": g_z[r],
+            "g_cols": g_cols[r],
+            "s": [a[r] for a in s],
+            "sigma": [a[r] for a in sigma],
+            "slopes": [a[r] for a in slopes],
+            "losses": losses[r],
+        }
+        for r in range(draws.jitter.size)
+    ]
+
+    zj, xj, dj = (jnp.asarray(a[0]) for a in (draws.z, draws.x, draws.d))
+
+    def evaluate(fn: Callable, rows_: ShiftedRows) -> Array:
+        # Fixed-length chunks, so that each function compiles once.
+        index, delta = rows_.padded(1024)
+        chunk = min(1024, index.size)
+        return np.concatenate(
+            [
+                np.asarray(
+                    fn(
+                        zj,
+                        xj,
+                        dj,
+                        jnp.asarray(index[i : i + chunk]),
+                        jnp.asarray(delta[i : i + chunk]),
+                    )
+                )
+                for i in range(0, index.size, chunk)
+            ]
+        )
+
+    return _Evaluations(
+        rows,
+        evaluate(fns["loss_shifted"], z_rows),
+        evaluate(fns["probe_losses_shifted"], col_rows),
+    )
+
+
+# The padded path: one compiled function for every architecture that fits.
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a network's entries lie in the shared padded arrays.
+
+    Layer ``l`` of the network occupies slot ``l``, except the output
+    layer, which always occupies the last slot; slots in between stay
+    empty. The padded parameters are one flat vector: per slot ``v`` from
+    1 on, the weights into it from every earlier slot as one
+    ``(v * width, width)`` block (feeding slot major), then the biases as
+    ``(slots - 1, width)``.
+
+    Attributes:
+        slots: the slot of each layer.
+        z: the padded position of each flat parameter, shape ``(P,)``.
+        cols: the padded position of each probe column.
+    """
+
+    slots: tuple[int, ...]
+    z: NDArray[np.int64]
+    cols: NDArray[np.int64]
+
+    @classmethod
+    @functools.lru_cache(maxsize=4096)
+    def of(cls, network: Network) -> _Layout:
+        """Return the layout of a network that fits the padded shape."""
+        n_slots, width = PADDED_LAYERS, PADDED_WIDTH
+        last = network.n_layers - 1
+        slots = tuple(range(last)) + (n_slots - 1,)
+        blocks = _weight_blocks()
+        biases = blocks[-1].stop + np.arange((n_slots - 1) * width).reshape(
+            n_slots - 1, width
+        )
+        z = []
+        for name, shape in network.param_shapes().items():
+            if name.startswith("W"):
+                u, v = (slots[int(i)] for i in name[2:-1].split("->"))
+                block = np.arange(blocks[v - 1].start, blocks[v - 1].stop)
+                block = block.reshape(v, width, width)[u]
+            else:
+                block = biases[slots[int(name[2:-1])] - 1]
+            z.append(block[tuple(slice(0, n) for n in shape)].ravel())
+        # Probe columns: slots 1.. of net inputs, then the outputs.
+        columns = np.arange(n_slots * width).reshape(n_slots, width)
+        cols = [columns[slots[v] - 1, :n] for v, n in enumerate(network.sizes)][1:]
+        cols.append(columns[n_slots - 1, : network.sizes[-1]])
+        return cls(slots, np.concatenate(z), np.concatenate(cols))
+
+
+def _weight_blocks() -> list[slice]:
+    """Return where the weights into each slot 1.. lie in the padded vector."""
+    blocks, start = [], 0
+    for v in range(1, PADDED_LAYERS):
+        size = v * PADDED_WIDTH * PADDED_WIDTH
+        blocks.append(slice(start, start + size))
+        start += size
+    return blocks
+
+
+N_PADDED_PARAMS = _weight_blocks()[-1].stop + (PADDED_LAYERS - 1) * PADDED_WIDTH
+
+
+def _padded_forward(
+    z: jax.Array,
+    x: jax.Array,
+    probes_s: jax.Array | None = None,
+    probe_y: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Run the padded network forward: ``s`` and ``y`` per slot, ``(S, B, W)``.
+
+    Each slot's net input is one product of every earlier slot's outputs,
+    side by side, with its weight block; absent weights are zeros, so
+    absent units add exact zeros. ``z`` is the padded parameter vector
+    (see :class:`_Layout`), ``x`` and ``probe_y`` are ``(B, W)``,
+    ``probes_s`` is ``(S, B, W)`` with slot 0 unused.
+    """
+    width = PADDED_WIDTH
+    biases = z[_weight_blocks()[-1].stop :].reshape(PADDED_LAYERS - 1, width)
+    s_all, y_all = [x], [x]
+    for v, block in enumerate(_weight_blocks(), start=1):
+        weights = z[block].reshape(v * width, width)
+        s = jnp.concatenate(y_all, axis=-1) @ weights + biases[v - 1]
+        if probes_s is not None:
+            s = s + probes_s[v]
+        y = jax.nn.sigmoid(s)
+        if probe_y is not None and v == PADDED_LAYERS - 1:
+            y = y + probe_y
+        s_all.append(s)
+        y_all.append(y)
+    return jnp.stack(s_all), jnp.stack(y_all)
+
+
+def _padded_losses(
+    z: jax.Array,
+    x: jax.Array,
+    d: jax.Array,
+    mask: jax.Array,
+    probes_s: jax.Array | None = None,
+    probe_y: jax.Array | None = None,
+) -> jax.Array:
+    """Return each example's loss, ``(B,)``; padded examples give exact zeros.
+
+    This is the one place where the padded path evaluates the loss: every
+    shifted evaluation (parameters, probes) goes through it. ``mask`` is 1
+    on real (example, output) pairs and 0 elsewhere, so padded outputs and
+    examples contribute ``(0 * (d - y))^2 = 0``.
+    """
+    _, y = _padded_forward(z, x, probes_s, probe_y)
+    return 0.5 * jnp.sum((mask * (d - y[-1])) ** 2, axis=-1)
+
+
+def _padded_probe_columns(columns: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Split ``(S * W,)`` probe columns into ``(S, B, W)`` and ``(B, W)`` probes."""
+    n_slots, width, batch = PADDED_LAYERS, PADDED_WIDTH, PADDED_BATCH
+    per_slot = columns[: (n_slots - 1) * width].reshape(n_slots - 1, 1, width)
+    probes_s = jnp.concatenate([jnp.zeros((1, 1, width), columns.dtype), per_slot])
+    probes_s = jnp.broadcast_to(probes_s, (n_slots, batch, width))
+    probe_y = jnp.broadcast_to(columns[(n_slots - 1) * width :], (batch, width))
+    return probes_s, probe_y
+
+
+@jax.jit
+def _padded_evaluations(
+    z: jax.Array,
+    x: jax.Array,
+    d: jax.Array,
+    u_s: jax.Array,
+    u_y: jax.Array,
+    jitter: jax.Array,
+    mask: jax.Array,
+    z_index: jax.Array,
+    z_delta: jax.Array,
+    col_index: jax.Array,
+    col_delta: jax.Array,
+) -> tuple:
+    """Evaluate everything for one padded case in one compiled call.
+
+    Rows 0.. of ``z``, ``x``, ``d``, ``u_s``, ``u_y`` and ``jitter`` are the
+    unperturbed point and the perturbation trials (see ``_Draws``); the
+    shifted rows are taken about row 0.
+    """
+    global padded_traces
+    padded_traces += 1  # runs once per trace, not per call
+
+    def total_loss(z_, x_, d_, probes_s, probe_y):
+        return jnp.sum(_padded_losses(z_, x_, d_, mask, probes_s, probe_y))
+
+    def autodiff_row(z_, x_, d_, u_s_, u_y_, jitter_):
+        s0, y0 = _padded_forward(z_, x_)
+        probes_s = _moved(s0, u_s_, jitter_)
+        probe_y = _moved(y0[-1], u_y_, jitter_)
+        g_z, g_s, g_y = jax.grad(total_loss, argnums=(0, 3, 4))(
+            z_, x_, d_, probes_s, probe_y
+        )
+        s, _ = _padded_forward(z_, x_, probes_s)
+        slopes = jax.jvp(jax.nn.sigmoid, (s,), (jnp.ones_like(s),))[1]
+        losses = _padded_losses(z_, x_, d_, mask, probes_s, probe_y)
+        return g_z, g_s, g_y, s, jax.nn.sigmoid(s), slopes, losses
+
+    rows = jax.vmap(autodiff_row)(z, x, d, u_s, u_y, jitter)
+
+    no_s, no_y = _padded_probe_columns(jnp.zeros(PADDED_LAYERS * PADDED_WIDTH))
+    loss_z = jax.vmap(
+        lambda i, h: total_loss(z[0].at[i].add(h), x[0], d[0], no_s, no_y)
+    )(z_index, z_delta)
+
+    def probe_losses(i, h):
+        columns = jnp.zeros(PADDED_LAYERS * PADDED_WIDTH, z.dtype).at[i].set(h)
+        return _padded_losses(z[0], x[0], d[0], mask, *_padded_probe_columns(columns))
+
+    return rows, loss_z, jax.vmap(probe_losses)(col_index, col_delta)
+
+
+def _evaluate_padded(
+    network: Network, draws: _Draws, z_rows: ShiftedRows, col_rows: ShiftedRows
+) -> _Evaluations:
+    """Evaluate with the shared padded function; read back real entries only."""
+    layout = _Layout.of(network)
+    n_slots, width, batch_pad = PADDED_LAYERS, PADDED_WIDTH, PADDED_BATCH
+    n_rows, batch = draws.x.shape[:2]
+    sizes = network.sizes
+    z = np.zeros((n_rows, N_PADDED_PARAMS))
+    z[:, layout.z] = draws.z
+    x = np.zeros((n_rows, batch_pad, width))
+    x[:, :batch, : sizes[0]] = draws.x
+    d = np.zeros((n_rows, batch_pad, width))
+    d[:, :batch, : sizes[-1]] = draws.d
+    u_s = np.zeros((n_rows, n_slots, batch_pad, width))
+    for v, u in enumerate(draws.u_s, start=1):
+        u_s[:, layout.slots[v], :batch, : sizes[v]] = u
+    u_y = np.zeros((n_rows, batch_pad, width))
+    u_y[:, :batch, : sizes[-1]] = draws.u_y
+    mask = np.zeros((batch_pad, width))
+    mask[:batch, : sizes[-1]] = 1.0
+
+    z_index, z_delta = _padded_rows(z_rows, layout.z, MIN_PADDED_ROWS)
+    col_index, col_delta = _padded_rows(col_rows, layout.cols, 4 * n_slots * width)
+    outputs = _padded_evaluations(
+        z, x, d, u_s, u_y, draws.jitter, mask, z_index, z_delta, col_index, col_delta
+    )
+    (g_z, g_s, g_y, s, sigma, slopes, losses), loss_z, losses_cols = (
+        jax.tree_util.tree_map(np.asarray, outputs)
+    )
+
+    # Read back the real entries only.
+    layers = [(layout.slots[v], n) for v, n in enumerate(sizes)][1:]
+    g_cols = np.concatenate(
+        [g_s[:, slot, :batch, :n] for slot, n in layers]
+        + [g_y[:, :batch, : sizes[-1]]],
+        axis=2,
+    )
+    g_z = g_z[:, layout.z]
+    rows = [
+        {
+            "g_z": g_z[r],
+            "g_cols": g_cols[r],
+            "s": [s[r, slot, :batch, :n] for slot, n in layers],
+            "sigma": [sigma[r, slot, :batch, :n] for slot, n in layers],
+            "slopes": [slopes[r, slot, :batch, :n] for slot, n in layers],
+            "losses": losses[r, :batch],
+        }
+        for r in range(n_rows)
+    ]
+    return _Evaluations(rows, loss_z, losses_cols[:, :batch])
+
+
+def _padded_rows(
+    rows: ShiftedRows, positions: NDArray[np.int64], least: int
+) -> tuple[NDArray[np.int64], Array]:
+    """Return the shifted rows at padded positions, padded to a bucket size."""
+    size = _bucket(len(rows), least)
+    index = np.zeros(size, dtype=np.int64)
+    delta = np.zeros(size)
+    index[: len(rows)] = positions[rows.index]
+    delta[: len(rows)] = rows.delta
+    return index, delta
