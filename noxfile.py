@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Sessions: tests, report, lint."""
+"""Sessions: tests, report, lint, bench."""
 
 from __future__ import annotations
 
@@ -31,4 +31,11 @@ def report(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Lint and check formatting with ruff."""
     session.install("ruff")
-    session.run("ruff", "check", "gradcheck", "tests", "noxfile.py")
+    session.run("ruff", "check", "gradcheck", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure fuzzing throughput: generated networks fully checked per second."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/throughput.py", *session.posargs)

@@ -79,9 +79,12 @@ PADDED_LAYERS = 6
 PADDED_WIDTH = 8
 PADDED_BATCH = 8
 
-# Rows of shifted points per call come in powers of two from this up, so
-# that the padded function compiles for a handful of row counts only.
-MIN_PADDED_ROWS = 128
+# Shifted parameter rows per padded call: a network with at most
+# SMALL_ROWS of them (32 parameters) is evaluated in one call of that many
+# rows, any other in calls of CHUNK_ROWS, so that the padded functions
+# compile for these two row counts only, whatever the architecture.
+SMALL_ROWS = 128
+CHUNK_ROWS = 512
 
 # How often the padded function was traced (compiled), for tests.
 padded_traces = 0
@@ -660,16 +663,45 @@ def _padded_evaluations(
 
     rows = jax.vmap(autodiff_row)(z, x, d, u_s, u_y, jitter)
 
-    no_s, no_y = _padded_probe_columns(jnp.zeros(PADDED_LAYERS * PADDED_WIDTH))
-    loss_z = jax.vmap(
-        lambda i, h: total_loss(z[0].at[i].add(h), x[0], d[0], no_s, no_y)
-    )(z_index, z_delta)
+    loss_z = _shifted_losses(z[0], x[0], d[0], mask, z_index, z_delta)
 
     def probe_losses(i, h):
         columns = jnp.zeros(PADDED_LAYERS * PADDED_WIDTH, z.dtype).at[i].set(h)
         return _padded_losses(z[0], x[0], d[0], mask, *_padded_probe_columns(columns))
 
     return rows, loss_z, jax.vmap(probe_losses)(col_index, col_delta)
+
+
+def _shifted_losses(
+    z: jax.Array,
+    x: jax.Array,
+    d: jax.Array,
+    mask: jax.Array,
+    index: jax.Array,
+    delta: jax.Array,
+) -> jax.Array:
+    """Return the total loss at ``z + delta[k] e_index[k]`` for every row k."""
+    no_s, no_y = _padded_probe_columns(jnp.zeros(PADDED_LAYERS * PADDED_WIDTH))
+
+    def one(i: jax.Array, h: jax.Array) -> jax.Array:
+        return jnp.sum(_padded_losses(z.at[i].add(h), x, d, mask, no_s, no_y))
+
+    return jax.vmap(one)(index, delta)
+
+
+@jax.jit
+def _more_shifted_losses(
+    z: jax.Array,
+    x: jax.Array,
+    d: jax.Array,
+    mask: jax.Array,
+    index: jax.Array,
+    delta: jax.Array,
+) -> jax.Array:
+    """Evaluate shifted rows beyond the first call's, ``CHUNK_ROWS`` at a time."""
+    global padded_traces
+    padded_traces += 1
+    return _shifted_losses(z, x, d, mask, index, delta)
 
 
 def _evaluate_padded(
@@ -694,14 +726,32 @@ def _evaluate_padded(
     mask = np.zeros((batch_pad, width))
     mask[:batch, : sizes[-1]] = 1.0
 
-    z_index, z_delta = _padded_rows(z_rows, layout.z, MIN_PADDED_ROWS)
+    chunk = SMALL_ROWS if len(z_rows) <= SMALL_ROWS else CHUNK_ROWS
+    z_index, z_delta = _padded_rows(z_rows, layout.z, chunk)
     col_index, col_delta = _padded_rows(col_rows, layout.cols, 4 * n_slots * width)
     outputs = _padded_evaluations(
-        z, x, d, u_s, u_y, draws.jitter, mask, z_index, z_delta, col_index, col_delta
+        z,
+        x,
+        d,
+        u_s,
+        u_y,
+        draws.jitter,
+        mask,
+        z_index[:chunk],
+        z_delta[:chunk],
+        col_index,
+        col_delta,
     )
+    more = [
+        _more_shifted_losses(
+            z[0], x[0], d[0], mask, z_index[i : i + chunk], z_delta[i : i + chunk]
+        )
+        for i in range(chunk, z_index.size, chunk)
+    ]
     (g_z, g_s, g_y, s, sigma, slopes, losses), loss_z, losses_cols = (
         jax.tree_util.tree_map(np.asarray, outputs)
     )
+    loss_z = np.concatenate([loss_z] + [np.asarray(m) for m in more])
 
     # Read back the real entries only.
     layers = [(layout.slots[v], n) for v, n in enumerate(sizes)][1:]
@@ -726,10 +776,13 @@ def _evaluate_padded(
 
 
 def _padded_rows(
-    rows: ShiftedRows, positions: NDArray[np.int64], least: int
+    rows: ShiftedRows, positions: NDArray[np.int64], multiple: int
 ) -> tuple[NDArray[np.int64], Array]:
-    """Return the shifted rows at padded positions, padded to a bucket size."""
-    size = _bucket(len(rows), least)
+    """Return the shifted rows at padded positions, as many as a multiple.
+
+    The extra rows shift nothing; they are dropped when combined.
+    """
+    size = -(-len(rows) // multiple) * multiple
     index = np.zeros(size, dtype=np.int64)
     delta = np.zeros(size)
     index[: len(rows)] = positions[rows.index]

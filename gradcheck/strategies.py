@@ -176,7 +176,9 @@ def delta_rule_cases(
     max_batch: int = MAX_BATCH,
 ) -> DeltaRuleCase:
     """Generate a network, its parameters, a batch of 1 to 8 examples and eta."""
-    network = draw(network_strategy or networks(), label="network")
+    if network_strategy is None:
+        network_strategy = networks()
+    network = draw(network_strategy, label="network")
     batch = draw(st.integers(1, max_batch), label="batch size")
     params, scale = draw(parameters(network), label="parameters")
     x = draw(inputs(batch, network.sizes[0]), label="inputs x")
