@@ -39,6 +39,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--strategy",
+        choices=["seeded", "drawn"],
+        default="seeded",
+        help="seeded_delta_rule_cases (arrays from a drawn seed) or "
+        "delta_rule_cases (every entry drawn by Hypothesis)",
+    )
+    parser.add_argument(
         "--plain", type=int, default=4, help="fresh architectures on the plain path"
     )
     parser.add_argument(
@@ -77,14 +84,14 @@ def _warm_up(max_params: int) -> float:
     return time.perf_counter() - start
 
 
-def _fuzz(args: tuple[int, int, int, bool, object]) -> dict[str, float]:
+def _fuzz(args: tuple[int, int, int, bool, str, object]) -> dict[str, float]:
     """Generate and check ``count`` cases in this process; return timings."""
-    seed_, count, max_params, single_thread, barrier = args
+    seed_, count, max_params, single_thread, strategy, barrier = args
     _configure(single_thread)
     from hypothesis import HealthCheck, Phase, given, seed, settings
 
     from gradcheck import Verdict, compare_delta_rule
-    from gradcheck.strategies import delta_rule_cases
+    from gradcheck import strategies as gst
 
     compile_s = _warm_up(max_params)
     if barrier is not None:
@@ -96,6 +103,11 @@ def _fuzz(args: tuple[int, int, int, bool, object]) -> dict[str, float]:
     class Enough(BaseException):
         pass
 
+    if strategy == "seeded":
+        cases = gst.seeded_delta_rule_cases
+    else:
+        cases = gst.delta_rule_cases
+
     @seed(seed_)
     @settings(
         max_examples=50 * count,
@@ -104,7 +116,7 @@ def _fuzz(args: tuple[int, int, int, bool, object]) -> dict[str, float]:
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(delta_rule_cases())
+    @given(cases())
     def fuzz(case):
         nonlocal checking, checked
         if case.network.n_params > max_params:
@@ -117,13 +129,14 @@ def _fuzz(args: tuple[int, int, int, bool, object]) -> dict[str, float]:
         if checked >= count:
             raise Enough
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with contextlib.suppress(Enough):
         fuzz()
     total = time.perf_counter() - start
     return {
         "checked": checked,
         "total_s": total,
+        "cpu_s": time.process_time() - cpu,
         "checking_s": checking,
         "compile_s": compile_s,
         "failed": verdicts.get(str(Verdict.FAIL), 0),
@@ -179,7 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         pending = pool.map_async(
             _fuzz,
             [
-                (args.seed + i, n, args.max_params, args.single_thread, barrier)
+                (
+                    args.seed + i,
+                    n,
+                    args.max_params,
+                    args.single_thread,
+                    args.strategy,
+                    barrier,
+                )
                 for i, n in enumerate(per_worker)
             ],
         )
@@ -190,12 +210,17 @@ def main(argv: list[str] | None = None) -> int:
 
     checked = sum(r["checked"] for r in results)
     checking = sum(r["checking_s"] for r in results)
+    cpu = sum(r["cpu_s"] for r in results)
     print(
-        f"{checked} generated networks of at most {args.max_params} parameters, "
-        f"{args.workers} worker(s), XLA "
+        f"{checked} networks of at most {args.max_params} parameters from "
+        f"{args.strategy} cases, {args.workers} worker(s), XLA "
         f"{'single-threaded' if args.single_thread else 'multi-threaded'}"
     )
-    print(f"  generated and fully checked: {checked / wall:.1f} networks/s")
+    print(f"  generated and fully checked: {checked / wall:.1f} networks/s (wall)")
+    print(
+        f"  CPU time: {1e3 * cpu / checked:.2f} ms per network, so "
+        f"{args.workers * checked / cpu:.1f} networks/s on {args.workers} free cores"
+    )
     print(
         f"  checking alone: {1e3 * checking / checked:.2f} ms per network per worker"
         f" ({checked / checking * args.workers:.1f} networks/s on {args.workers})"

@@ -34,6 +34,7 @@ __all__ = [
     "inputs",
     "targets",
     "delta_rule_cases",
+    "seeded_delta_rule_cases",
 ]
 
 Array = NDArray[np.float64]
@@ -184,4 +185,43 @@ def delta_rule_cases(
     x = draw(inputs(batch, network.sizes[0]), label="inputs x")
     d = draw(targets(batch, network.sizes[-1]), label="targets d")
     eta = draw(st.sampled_from([0.1, 0.5, 1.0, 0.01]), label="eta")
+    return DeltaRuleCase(network, params, x, d, eta, scale)
+
+
+@st.composite
+def seeded_delta_rule_cases(
+    draw: st.DrawFn,
+    network_strategy: st.SearchStrategy[Network] | None = None,
+    max_batch: int = MAX_BATCH,
+) -> DeltaRuleCase:
+    """Generate cases like :func:`delta_rule_cases`, with arrays from a seed.
+
+    Hypothesis draws the architecture, the batch size, the weight scale,
+    eta and a seed; numpy's generator, seeded with it, draws the weights
+    (magnitudes uniform in [scale / 20, scale], either sign), the inputs
+    (magnitudes uniform in [0.1, 2], either sign) and the targets (uniform
+    in [0, 1]). Drawing each entry through Hypothesis costs far more than
+    checking a small network, so this is the strategy for fuzzing many
+    networks fast. The architecture still shrinks as before; the arrays
+    shrink only by their seed, towards seed 0.
+    """
+    if network_strategy is None:
+        network_strategy = networks()
+    network = draw(network_strategy, label="network")
+    batch = draw(st.integers(1, max_batch), label="batch size")
+    log_scale = draw(st.floats(-3.0, 1.5), label="log10 weight scale")
+    eta = draw(st.sampled_from([0.1, 0.5, 1.0, 0.01]), label="eta")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="array seed"))
+    scale = 10.0**log_scale
+
+    def signed(shape: tuple[int, ...], high: float) -> Array:
+        magnitude = rng.uniform(high / 20.0, high, shape)
+        return np.where(rng.random(shape) < 0.5, -magnitude, magnitude)
+
+    params = {
+        name: scale * signed(shape, 1.0)
+        for name, shape in network.param_shapes().items()
+    }
+    x = signed((batch, network.sizes[0]), 2.0)
+    d = rng.uniform(0.0, 1.0, (batch, network.sizes[-1]))
     return DeltaRuleCase(network, params, x, d, eta, scale)

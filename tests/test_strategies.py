@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import strategies as st
 
 import gradcheck
 from examples import delta_rule_mistakes as mistakes
@@ -81,3 +82,35 @@ def test_failing_case_shrinks_to_a_small_network_with_the_bug():
     assert smallest.network.n_layers <= 5
     assert any(u >= 1 for u, _ in smallest.network.skips)
     assert smallest.x.shape[0] == 1
+
+
+@given(gst.seeded_delta_rule_cases())
+def test_seeded_cases_respect_the_documented_ranges(case):
+    network = case.network
+
+    assert 0 <= network.n_layers - 2 <= 4
+    assert all(1 <= n <= 8 for n in network.sizes)
+    assert 1 <= case.x.shape[0] <= 8
+    assert case.d.shape == (case.x.shape[0], network.sizes[-1])
+    assert ((case.d >= 0) & (case.d <= 1)).all()
+    assert 1e-3 <= case.weight_scale <= 10**1.5
+    shapes = {name: a.shape for name, a in case.params.items()}
+    assert shapes == network.param_shapes()
+    for a in case.params.values():
+        assert (np.abs(a) >= case.weight_scale / 20).all()
+        assert (np.abs(a) <= case.weight_scale).all()
+    assert ((np.abs(case.x) >= 0.1) & (np.abs(case.x) <= 2)).all()
+
+
+def test_seeded_cases_draw_both_signs_and_distinct_entries():
+    network = gradcheck.Network((8, 8, 8))
+    case = find(
+        gst.seeded_delta_rule_cases(st.just(network)),
+        lambda c: c.x.shape[0] == 8,
+        settings=settings(database=None, max_examples=200),
+    )
+
+    weights = case.params["W[0->1]"]
+    assert (weights > 0).any() and (weights < 0).any()
+    assert np.unique(weights).size == weights.size
+    assert (case.x > 0).any() and (case.x < 0).any()
