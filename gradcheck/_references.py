@@ -86,6 +86,10 @@ PADDED_BATCH = 8
 SMALL_ROWS = 128
 CHUNK_ROWS = 512
 
+# Points per call of the sigmoid, for its finite differences: enough for
+# every net input of a padded case, four points each.
+SIGMOID_CHUNK = 4 * PADDED_LAYERS * PADDED_WIDTH * PADDED_BATCH
+
 # How often the padded function was traced (compiled), for tests.
 padded_traces = 0
 
@@ -326,8 +330,14 @@ def _sigmoid_differences(
     steps = [default_steps(s_v, rel_step) for s_v in s]
     points = [elementwise_points(s_v, h) for s_v, h in zip(s, steps, strict=True)]
     flat = np.concatenate([p.ravel() for layer in points for p in layer])
-    size = _bucket(flat.size, 64)
-    values = np.asarray(_sigmoid(jnp.asarray(np.pad(flat, (0, size - flat.size)))))
+    # Fixed-length chunks, so that the sigmoid compiles once.
+    flat = np.pad(flat, (0, -flat.size % SIGMOID_CHUNK))
+    values = np.concatenate(
+        [
+            np.asarray(_sigmoid(flat[i : i + SIGMOID_CHUNK]))
+            for i in range(0, flat.size, SIGMOID_CHUNK)
+        ]
+    )
     estimates = []
     start = 0
     for v, (layer, h) in enumerate(zip(points, steps, strict=True), start=1):
@@ -345,11 +355,6 @@ def _sigmoid_differences(
 @jax.jit
 def _sigmoid(t: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(t)
-
-
-def _bucket(n: int, least: int) -> int:
-    """Return the power of two at or above ``n``, at least ``least``."""
-    return max(least, 1 << (n - 1).bit_length())
 
 
 def _n_probe_columns(network: Network) -> int:
