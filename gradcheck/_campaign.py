@@ -28,6 +28,7 @@ from importlib import metadata
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis.strategies import SearchStrategy
 
 from gradcheck._check import Derivation, compare_delta_rule
 from gradcheck._compare import SAFETY_FACTOR, QuantityComparison, Verdict
@@ -66,6 +67,7 @@ SHRINK_BUDGET = 150
 MAX_OTHER_KINDS = 20
 
 OnResult = Callable[[CheckResult], None]
+Cases = Callable[[], SearchStrategy[DeltaRuleCase]]
 
 
 @dataclass
@@ -162,7 +164,7 @@ def _compare(
 
 
 def _run_generated(
-    campaign: Campaign, derivation: Derivation, on_result: OnResult
+    campaign: Campaign, derivation: Derivation, on_result: OnResult, cases: Cases
 ) -> None:
     if not campaign.count:
         return
@@ -176,7 +178,7 @@ def _run_generated(
     # second, so the generous example budget is cheap.
     @seed(campaign.seed)
     @_hypothesis_settings(DRAWS_PER_ARCHITECTURE * campaign.count, [Phase.generate])
-    @given(delta_rule_cases())
+    @given(cases())
     def explore(case: DeltaRuleCase) -> None:
         if case.network in seen:
             return
@@ -210,7 +212,9 @@ def _run_generated(
         )
 
 
-def _shrink_failure(campaign: Campaign, derivation: Derivation) -> CheckResult | None:
+def _shrink_failure(
+    campaign: Campaign, derivation: Derivation, cases: Cases
+) -> CheckResult | None:
     """Let Hypothesis shrink a failing generated case to the smallest network.
 
     Failing is made to raise, so Hypothesis searches and then shrinks. After
@@ -222,7 +226,7 @@ def _shrink_failure(campaign: Campaign, derivation: Derivation) -> CheckResult |
 
     @seed(campaign.seed)
     @_hypothesis_settings(campaign.count, [Phase.generate, Phase.shrink])
-    @given(delta_rule_cases())
+    @given(cases())
     def search(case: DeltaRuleCase) -> None:
         nonlocal calls
         calls += 1
@@ -274,6 +278,7 @@ def run_campaign(
     digits_epochs: int | None = 60,
     shrink: bool = True,
     on_result: OnResult | None = None,
+    cases: Cases = delta_rule_cases,
 ) -> Campaign:
     """Run a campaign; on ``KeyboardInterrupt``, return what was found so far.
 
@@ -288,6 +293,10 @@ def run_campaign(
         shrink: whether to shrink a generated failure to a smallest network.
         on_result: called with each check result as it is made, for
             progress display.
+        cases: the strategy of generated cases, for exploring and
+            shrinking: :func:`gradcheck.strategies.delta_rule_cases`, or
+            :func:`~gradcheck.strategies.seeded_delta_rule_cases`, which
+            draws far faster.
 
     Returns:
         The :class:`Campaign`; ``interrupted`` is set if it was cut short.
@@ -303,6 +312,11 @@ def run_campaign(
             "hidden layers of 1 to 8 units, random skip connections, bias on or "
             "off, weights from 1e-3 to saturating scales, batches of 1 to 8."
         )
+        if cases is not delta_rule_cases:
+            campaign.descriptions[GENERATED] += (
+                " Weights, inputs and targets come from numpy, seeded by a "
+                "number Hypothesis draws."
+            )
     if digits_epochs is not None:
         campaign.descriptions[DIGITS] = (
             f"A {DIGITS_NETWORK.describe()} network trained for {digits_epochs} "
@@ -313,7 +327,7 @@ def run_campaign(
         )
     start = time.perf_counter()
     try:
-        _run_generated(campaign, derivation, on_result)
+        _run_generated(campaign, derivation, on_result, cases)
         if digits_epochs is not None:
             _run_digits(campaign, derivation, digits_epochs, on_result)
         failed = any(
@@ -321,7 +335,7 @@ def run_campaign(
         )
         if shrink and failed:
             logger.info("shrinking the first failure")
-            campaign.shrunk = _shrink_failure(campaign, derivation)
+            campaign.shrunk = _shrink_failure(campaign, derivation, cases)
     except KeyboardInterrupt:
         logger.warning("interrupted: keeping the partial results")
         campaign.interrupted = True

@@ -40,6 +40,7 @@ from gradcheck._compare import Verdict
 from gradcheck._delta_rule import delta_rule
 from gradcheck._result import CheckResult, format_failure
 from gradcheck.errors import GradcheckError, InvalidArgumentError
+from gradcheck.strategies import delta_rule_cases, seeded_delta_rule_cases
 
 __all__ = ["main"]
 
@@ -196,6 +197,12 @@ def _parser() -> argparse.ArgumentParser:
         help="do not shrink a failure to the smallest failing network",
     )
     report.add_argument(
+        "--seeded-arrays",
+        action="store_true",
+        help="draw weights, inputs and targets from a seed that Hypothesis "
+        "draws (much faster; arrays then shrink only by their seed)",
+    )
+    report.add_argument(
         "--out",
         type=Path,
         default=Path("reports"),
@@ -266,6 +273,7 @@ def _run_report(args: argparse.Namespace) -> int:
             derivation_name=name,
             digits_epochs=None if args.no_digits else args.epochs,
             shrink=not args.no_shrink,
+            cases=seeded_delta_rule_cases if args.seeded_arrays else delta_rule_cases,
             on_result=on_result,
         )
 

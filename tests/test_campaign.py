@@ -11,6 +11,7 @@ from gradcheck._campaign import GENERATED, RAISED, run_campaign, summarise
 from gradcheck._delta_rule import QUANTITY_KINDS
 from gradcheck._digits import DIGITS_NETWORK, train_on_digits
 from gradcheck.errors import InvalidArgumentError
+from gradcheck.strategies import seeded_delta_rule_cases
 
 
 def test_builtin_delta_rule_passes_generated_campaign():
@@ -118,3 +119,23 @@ def test_derivation_that_raises_on_some_networks_is_recorded_and_run_goes_on():
     assert raised and all(c.network.skips for c in raised)
     assert all("shapes do not align" in c.details["error"] for c in raised)
     assert all(c.verdict is Verdict.PASS for c in checks if not c.network.skips)
+
+
+def test_campaign_with_seeded_cases_passes_right_and_shrinks_wrong_derivation():
+    good = run_campaign(
+        count=5, seed_=2, digits_epochs=None, cases=seeded_delta_rule_cases
+    )
+    bad = run_campaign(
+        count=3,
+        seed_=2,
+        derivation=mistakes.missing_output_slope,
+        digits_epochs=None,
+        cases=seeded_delta_rule_cases,
+    )
+
+    assert [c.verdict for c in good.checks] == [Verdict.PASS] * 5
+    assert len({c.network for c in good.checks}) == 5
+    assert "seeded" in summarise(good)["sections"][0]["description"]
+    assert all(c.verdict is Verdict.FAIL for c in bad.checks)
+    assert bad.shrunk is not None and bad.shrunk.network.n_layers == 2
+    assert bad.shrunk.first_wrong == "theta[1]"
