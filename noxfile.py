@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Sessions: tests, report, lint, bench."""
+"""Sessions: tests, report, mutants, lint, bench."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ def report(session: nox.Session) -> None:
     """Check the delta rule on generated networks and real data; write reports/."""
     session.install("-e", ".")
     session.run("python", "-m", "gradcheck", "report", *session.posargs)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Measure the checker on classic derivation mistakes; write reports/mutants.*."""
+    session.install("-e", ".")
+    session.run("python", "-m", "gradcheck", "mutants", *session.posargs)
 
 
 @nox.session

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from gradcheck._compare import combine_verdicts, compare_quantity
+from gradcheck._compare import Reference, combine_verdicts, compare_quantity
 from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
 from gradcheck._networks import Network, check_data, check_params
 from gradcheck._numeric import default_steps
@@ -112,6 +112,7 @@ def compare_delta_rule(
     rel_step: float | None = None,
     label: str = "",
     reproduce: str = "",
+    references: Mapping[str, Reference] | None = None,
 ) -> CheckResult:
     """Check a delta-rule derivation against finite differences and JAX.
 
@@ -134,6 +135,10 @@ def compare_delta_rule(
             ``cbrt(eps)`` of float64 by default.
         label: a name for the check in reports.
         reproduce: how to reproduce the check, for reports.
+        references: the references of this very point, as
+            ``compute_references(network, params, x, d, eta, rel_step)``
+            returns them, when the caller checks several derivations at one
+            point and computes them once; computed here when omitted.
 
     Returns:
         The :class:`CheckResult`; it never raises on a wrong derivation.
@@ -176,7 +181,8 @@ def compare_delta_rule(
             derivation=derivation,
         ) from err
     analytic, not_provided = _collect_analytic(network, returned)
-    references = compute_references(network, params, x, d, eta, rel_step)
+    if references is None:
+        references = compute_references(network, params, x, d, eta, rel_step)
 
     comparisons = tuple(
         compare_quantity(name, analytic[name], references[name], batch_size=x.shape[0])

@@ -66,6 +66,7 @@ __all__ = [
     "check_gradient",
     "compare_vjp",
     "check_vjp",
+    "gradient_references",
     "path_name",
 ]
 
@@ -367,6 +368,43 @@ def _analytic_leaves(
     return list(flat), probe_values
 
 
+GradientReferences = tuple[NumericEstimate, "Array | None", Array, str]
+
+
+def _references_of(
+    problem: _Problem, rel_step: float | None, progress: Progress | None
+) -> GradientReferences:
+    why_not = _trace_error(problem)
+    if why_not:
+        logger.warning("%s; judging against finite differences alone", why_not)
+        numeric = _untraced_references(problem, rel_step, progress)
+        return numeric, None, np.zeros(problem.z.size), why_not
+    numeric, autodiff, rounding = _traced_references(problem, rel_step, progress)
+    return numeric, autodiff, rounding, ""
+
+
+def gradient_references(
+    loss: Callable[..., Any],
+    params: object,
+    *data: object,
+    probes: Mapping[str, tuple[int, ...]] | None = None,
+    rel_step: float | None = None,
+) -> GradientReferences:
+    """Compute the references :func:`compare_gradient` compares with, once.
+
+    Pass the result as ``references=`` to check several gradients of one
+    loss at one point without differentiating the loss again.
+
+    Returns:
+        ``(numeric, autodiff, rounding, why_not)`` over the flat parameters
+        and probes: the finite-difference estimate, the autodiff gradient
+        (``None`` when the loss cannot be traced, ``why_not`` then says
+        why), and the rounding allowance per entry.
+    """
+    problem = _Problem(loss, params, tuple(data), probes)
+    return _references_of(problem, rel_step, None)
+
+
 def compare_gradient(
     loss: Callable[..., Any],
     grad: Callable[..., Any],
@@ -378,6 +416,7 @@ def compare_gradient(
     label: str = "",
     reproduce: str = "",
     progress: Progress | None = None,
+    references: GradientReferences | None = None,
 ) -> CheckResult:
     """Check a hand-written gradient against finite differences and JAX.
 
@@ -405,6 +444,10 @@ def compare_gradient(
         reproduce: how to reproduce the check, for reports and messages.
         progress: called as ``progress(done, total)`` with the number of
             perturbed points evaluated, for progress display.
+        references: the references of this very point, as
+            :func:`gradient_references` returns them for the same loss,
+            params, data and probes, when several gradients are checked at
+            one point; computed here when omitted.
 
     Returns:
         The :class:`CheckResult`; it does not raise on a wrong gradient.
@@ -452,13 +495,9 @@ def compare_gradient(
     returned = _call_user(grad, "grad", params64, *problem.data)
     param_grads, probe_grads = _analytic_leaves(problem, returned)
 
-    why_not = _trace_error(problem)
-    if why_not:
-        logger.warning("%s; judging against finite differences alone", why_not)
-        numeric = _untraced_references(problem, rel_step, progress)
-        autodiff, rounding = None, np.zeros(problem.z.size)
-    else:
-        numeric, autodiff, rounding = _traced_references(problem, rel_step, progress)
+    if references is None:
+        references = _references_of(problem, rel_step, progress)
+    numeric, autodiff, rounding, why_not = references
 
     # Probes first, in the declared order, then the parameters.
     names = problem.names + problem.probe_names

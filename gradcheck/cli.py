@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""The command line: ``gradcheck report`` and ``gradcheck check``.
+"""The command line: ``gradcheck report``, ``gradcheck check``, ``gradcheck mutants``.
 
 ``gradcheck report`` runs the delta-rule campaign; ``gradcheck check LOSS
-GRAD --params params.npz`` checks one hand-written gradient. Both are also
+GRAD --params params.npz`` checks one hand-written gradient; ``gradcheck
+mutants`` measures the checker on its catalogue of mistakes. All are also
 ``python -m gradcheck``. ``module:function`` targets are imported with the
 current directory on ``sys.path``, so a module next to you is found.
 
@@ -210,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_check_parser(verbs)
+    _add_mutants_parser(verbs)
     return parser
 
 
@@ -457,6 +459,145 @@ def _run_check(args: argparse.Namespace, command: str) -> int:
     return code
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    return seeds
+
+
+def _add_mutants_parser(verbs: argparse._SubParsersAction) -> None:
+    mutants = verbs.add_parser(
+        "mutants",
+        help="measure the checker on a catalogue of classic derivation mistakes",
+        description="Run every mutant of gradcheck.mutants on generated points, "
+        "sharing each point's references, and write mutants.html and "
+        "mutants.json. Exits 1 if a mutant that changes the gradient beyond "
+        "the band is missed, or if the right derivation fails anywhere.",
+    )
+    mutants.add_argument(
+        "--count",
+        type=_non_negative_int,
+        default=24,
+        help="distinct generated architectures for delta-rule mutants (default: 24)",
+    )
+    mutants.add_argument(
+        "--gradient-count",
+        type=_non_negative_int,
+        default=4,
+        help="generated points per gradient model (default: 4)",
+    )
+    mutants.add_argument(
+        "--seed", type=int, default=0, help="Hypothesis seed (default: 0)"
+    )
+    mutants.add_argument(
+        "--search-seeds",
+        type=_seeds,
+        default=(0, 1, 2),
+        metavar="S,S,...",
+        help="seeds of the examples-to-catch search, '' to skip it (default: 0,1,2)",
+    )
+    mutants.add_argument(
+        "--search-budget",
+        type=_positive_int,
+        default=60,
+        help="examples per search run (default: 60)",
+    )
+    mutants.add_argument(
+        "--only",
+        metavar="NAME,...",
+        help="run only these mutants (comma-separated names)",
+    )
+    mutants.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so that the mutants it registers run too "
+        "(repeatable)",
+    )
+    mutants.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports"),
+        help="directory for mutants.html and mutants.json (default: reports)",
+    )
+    mutants.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _run_mutants(args: argparse.Namespace) -> int:
+    import importlib
+
+    from gradcheck import mutants as catalogue_module
+    from gradcheck._mutation_campaign import (
+        run_mutation_campaign,
+        summarise_mutations,
+    )
+    from gradcheck._mutation_report import write_mutation_report
+
+    _prepare_out(args.out)
+    _importable_from_cwd()
+    for module in args.plugin:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise InvalidArgumentError(
+                f"--plugin {module!r} cannot be imported: {err}",
+                name="--plugin",
+                value=module,
+            ) from err
+    chosen = catalogue_module.catalogue()
+    if args.only:
+        chosen = [catalogue_module.get(n.strip()) for n in args.only.split(",")]
+
+    with tqdm(
+        desc="mutation campaign", unit="step", disable=args.quiet, file=sys.stderr
+    ) as bar:
+
+        def progress(message: str) -> None:
+            bar.update(1)
+            bar.set_postfix_str(message[:60])
+
+        campaign = run_mutation_campaign(
+            count=args.count,
+            seed_=args.seed,
+            mutants=chosen,
+            gradient_count=args.gradient_count,
+            search_seeds=args.search_seeds,
+            search_budget=args.search_budget,
+            on_progress=progress,
+        )
+    summary = summarise_mutations(campaign)
+    html, results = write_mutation_report(summary, args.out)
+
+    totals = summary["totals"]
+    print(
+        f"{len(chosen)} mutants: "
+        + ", ".join(f"{totals[k]} {k}" for k in summary["outcomes"])
+        + f" ({campaign.duration_s:.0f} s)"
+    )
+    rate = totals["localisation_rate"]
+    if rate is not None:
+        print(
+            f"first wrong quantity is the touched one in {totals['localised']} of "
+            f"{totals['detected']} detections ({100 * rate:.0f}%)"
+        )
+    for row in summary["mutants"]:
+        if row["counts"]["missed"]:
+            print(f"MISSED: {row['name']} on {row['counts']['missed']} points")
+    right = summary["right"]
+    if right["failed"]:
+        print(f"the right derivation FAILED on {len(right['failed'])} points")
+    print(f"report: {html}\nresults: {results}")
+    if campaign.interrupted:
+        print("interrupted: the report holds the partial results")
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary["passed"] else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -466,6 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb == "check":
             return _run_check(args, shlex.join(["gradcheck", *argv]))
+        if args.verb == "mutants":
+            return _run_mutants(args)
         return _run_report(args)
     except (GradcheckError, OSError) as err:
         print(f"gradcheck: error: {err}", file=sys.stderr)
