@@ -134,6 +134,7 @@ class MutationCampaign:
     search: dict[str, dict[str, list[int | None]]] = field(default_factory=dict)
     search_seeds: tuple[int, ...] = ()
     search_budget: int = 0
+    search_networks: tuple[Network, ...] = SEARCH_NETWORKS
     interrupted: bool = False
     started: str = ""
     duration_s: float = 0.0
@@ -375,12 +376,19 @@ def _generated_delta_points(count: int, seed_: int):
 
 
 def _generated_model_points(model: GradientModel, count: int, seed_: int):
+    # Like architectures, one point per distinct shape: Hypothesis's first
+    # draws are its simplest (equal weights everywhere), which hide
+    # mistakes, and a new shape comes with new values.
     cases = []
+    seen: set[str] = set()
 
     @seed(seed_)
     @_settings(DRAWS_PER_ARCHITECTURE * max(count, 1), [Phase.generate])
     @given(model.cases)
     def draw(case):
+        if case.describe() in seen:
+            return
+        seen.add(case.describe())
         cases.append(case)
         if len(cases) >= count:
             raise _Enough
@@ -428,12 +436,18 @@ def _forward_net_inputs(case: DeltaRuleCase) -> tuple[None, list[np.ndarray]]:
 
 
 def examples_to_catch(
-    mutant: Mutant, seed_: int, budget: int, targeted: bool
+    mutant: Mutant,
+    seed_: int,
+    budget: int,
+    targeted: bool,
+    networks: Sequence[Network] = SEARCH_NETWORKS,
+    max_batch: int = SEARCH_MAX_BATCH,
 ) -> int | None:
     """Return how many examples Hypothesis draws before the mutant fails a check.
 
-    Delta-rule mutants are searched on :data:`SEARCH_NETWORKS` (weights,
-    inputs, targets, eta and batch drawn as in :func:`delta_rule_cases`);
+    Delta-rule mutants are searched on ``networks`` (weights, inputs,
+    targets and eta drawn as in :func:`delta_rule_cases`, batches of 1 to
+    ``max_batch``);
     gradient mutants on their model's points. With ``targeted``, every
     example reports ``log10`` of its largest ``|analytic - autodiff| / band``
     to :func:`hypothesis.target`, and for the delta rule also its largest
@@ -454,8 +468,8 @@ def examples_to_catch(
 
     else:
         strategy = delta_rule_cases(
-            network_strategy=st.sampled_from(SEARCH_NETWORKS),
-            max_batch=SEARCH_MAX_BATCH,
+            network_strategy=st.sampled_from(tuple(networks)),
+            max_batch=max_batch,
         )
 
         def make_point(case):
@@ -501,6 +515,7 @@ def run_mutation_campaign(
     search_seeds: Sequence[int] = (0, 1, 2),
     search_budget: int = 60,
     on_progress: Callable[[str], None] | None = None,
+    search_networks: Sequence[Network] = SEARCH_NETWORKS,
 ) -> MutationCampaign:
     """Run every mutant on generated points; keep partial results on Ctrl-C.
 
@@ -512,6 +527,7 @@ def run_mutation_campaign(
         search_seeds: seeds of the search for examples to catch; empty
             skips the search.
         search_budget: examples per search run.
+        search_networks: the architectures of the search.
         on_progress: called with a short message after each point.
 
     Returns:
@@ -545,6 +561,7 @@ def run_mutation_campaign(
         mutants=mutants,
         search_seeds=tuple(search_seeds),
         search_budget=search_budget,
+        search_networks=tuple(search_networks),
     )
     campaign.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
@@ -579,7 +596,13 @@ def run_mutation_campaign(
             for s in campaign.search_seeds:
                 for mode in ("untargeted", "targeted"):
                     runs[mode].append(
-                        examples_to_catch(mutant, s, search_budget, mode == "targeted")
+                        examples_to_catch(
+                            mutant,
+                            s,
+                            search_budget,
+                            mode == "targeted",
+                            networks=search_networks,
+                        )
                     )
             progress(f"search: {mutant.name}")
         campaign.timings["search_s"] = round(time.perf_counter() - search_start, 2)
@@ -600,7 +623,7 @@ def _labelled(result: CheckResult, label: str) -> CheckResult:
 # Summary
 
 
-def _median(values: Sequence[int | None], budget: int) -> float | None:
+def _median(values: Sequence[int | None]) -> float | None:
     """Median examples to catch; a run that never caught counts as past budget.
 
     ``None`` when at least half the runs never caught it.
@@ -656,12 +679,8 @@ def summarise_mutations(campaign: MutationCampaign) -> dict[str, object]:
                 else {
                     "untargeted": search["untargeted"],
                     "targeted": search["targeted"],
-                    "median_untargeted": _median(
-                        search["untargeted"], campaign.search_budget
-                    ),
-                    "median_targeted": _median(
-                        search["targeted"], campaign.search_budget
-                    ),
+                    "median_untargeted": _median(search["untargeted"]),
+                    "median_targeted": _median(search["targeted"]),
                 },
             }
         )
@@ -679,7 +698,7 @@ def summarise_mutations(campaign: MutationCampaign) -> dict[str, object]:
         "gradient_count": campaign.gradient_count,
         "search_seeds": list(campaign.search_seeds),
         "search_budget": campaign.search_budget,
-        "search_networks": [n.describe() for n in SEARCH_NETWORKS],
+        "search_networks": [n.describe() for n in campaign.search_networks],
         "started": campaign.started,
         "duration_s": campaign.duration_s,
         "timings": campaign.timings,
