@@ -135,10 +135,14 @@ class SoftmaxCase:
         return f"tanh-softmax {n_in}-{n_hidden}-{n_classes}, batch {len(self.x)}"
 
 
-def _arrays(shape: tuple[int, ...], scale: float) -> st.SearchStrategy:
+def _arrays(
+    shape: tuple[int, ...], scale: float, unique: bool = False
+) -> st.SearchStrategy:
     magnitude = st.floats(scale / 20.0, scale, allow_nan=False)
     signed = st.tuples(magnitude, st.booleans()).map(lambda t: -t[0] if t[1] else t[0])
-    return hnp.arrays(np.float64, shape, elements=signed, fill=st.nothing())
+    return hnp.arrays(
+        np.float64, shape, elements=signed, fill=st.nothing(), unique=unique
+    )
 
 
 @st.composite
@@ -149,11 +153,14 @@ def softmax_cases(draw: st.DrawFn) -> SoftmaxCase:
     n_classes = draw(st.integers(2, 4), label="classes")
     batch = draw(st.integers(1, 6), label="batch size")
     scale = 10.0 ** draw(st.floats(-1.0, 0.5), label="log10 weight scale")
+    # Distinct entries: Hypothesis's simplest draw repeats one value, and
+    # W2 with equal columns makes dL/dh exactly 0, hiding every mistake
+    # below the output.
     params = {
-        "W1": draw(_arrays((n_in, n_hidden), scale), label="W1"),
-        "b1": draw(_arrays((n_hidden,), scale), label="b1"),
-        "W2": draw(_arrays((n_hidden, n_classes), scale), label="W2"),
-        "b2": draw(_arrays((n_classes,), scale), label="b2"),
+        "W1": draw(_arrays((n_in, n_hidden), scale, unique=True), label="W1"),
+        "b1": draw(_arrays((n_hidden,), scale, unique=True), label="b1"),
+        "W2": draw(_arrays((n_hidden, n_classes), scale, unique=True), label="W2"),
+        "b2": draw(_arrays((n_classes,), scale, unique=True), label="b2"),
     }
     x = draw(_arrays((batch, n_in), 2.0), label="x")
     labels = draw(

