@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -66,9 +67,12 @@ from gradcheck.strategies import DeltaRuleCase, _signed_arrays, delta_rule_cases
 __all__ = [
     "OUTCOMES",
     "MutationCampaign",
+    "Outcome",
+    "evaluate_mutant",
+    "evaluate_point",
     "examples_to_catch",
     "run_mutation_campaign",
-    "evaluate_point",
+    "summarise_mutations",
 ]
 
 logger = logging.getLogger(__name__)
@@ -650,8 +654,6 @@ def run_mutation_campaign(
 
 
 def _labelled(result: CheckResult, label: str) -> CheckResult:
-    import dataclasses
-
     return dataclasses.replace(result, label=label)
 
 
