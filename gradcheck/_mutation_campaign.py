@@ -483,9 +483,10 @@ def examples_to_catch(
     gradient mutants on their model's points. With ``targeted``, every
     example reports ``log10`` of its largest ``|analytic - autodiff| / band``
     to :func:`hypothesis.target`, and for the delta rule also its largest
-    net input (see :func:`_saturation`). Hypothesis, for budgets under 1000, runs
-    one optimisation pass once half the budget (at least 10 examples) is
-    spent, so targeting can only help a mutant that survives that long.
+    net input (see :func:`_saturation`). The search goes in rounds of
+    ``SEARCH_ROUND`` examples, and Hypothesis optimises only in the second
+    half of a round, so targeting can only change the count of a mutant
+    that survives the first 10 examples of some round.
 
     Returns:
         The number of examples up to and including the first failing one,
@@ -736,6 +737,7 @@ def summarise_mutations(campaign: MutationCampaign) -> dict[str, object]:
         "gradient_count": campaign.gradient_count,
         "search_seeds": list(campaign.search_seeds),
         "search_budget": campaign.search_budget,
+        "search_round": SEARCH_ROUND,
         "search_networks": [n.describe() for n in campaign.search_networks],
         "started": campaign.started,
         "duration_s": campaign.duration_s,

@@ -197,6 +197,7 @@ def test_summary_and_report_hold_the_matrix(tmp_path):
     assert html.startswith("<!DOCTYPE html>")
     assert "<code>skip-successors-missing</code>" in html
     assert "Examples needed to catch each mutant" in html
+    assert "Every detection names the touched quantity first." in html
     assert "<script" not in html and "http" not in html
 
 
