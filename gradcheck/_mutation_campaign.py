@@ -549,11 +549,11 @@ def examples_to_catch(
 
 
 def run_mutation_campaign(
-    count: int = 24,
+    count: int = 100,
     seed_: int = 0,
     mutants: Sequence[Mutant] | None = None,
-    gradient_count: int = 4,
-    search_seeds: Sequence[int] = (0, 1, 2),
+    gradient_count: int = 6,
+    search_seeds: Sequence[int] = (0, 1, 2, 3, 4),
     search_budget: int = 60,
     on_progress: Callable[[str], None] | None = None,
     search_networks: Sequence[Network] = SEARCH_NETWORKS,

@@ -481,14 +481,14 @@ def _add_mutants_parser(verbs: argparse._SubParsersAction) -> None:
     mutants.add_argument(
         "--count",
         type=_non_negative_int,
-        default=24,
-        help="distinct generated architectures for delta-rule mutants (default: 24)",
+        default=100,
+        help="distinct generated architectures for delta-rule mutants (default: 100)",
     )
     mutants.add_argument(
         "--gradient-count",
         type=_non_negative_int,
-        default=4,
-        help="generated points per gradient model (default: 4)",
+        default=6,
+        help="generated points per gradient model (default: 6)",
     )
     mutants.add_argument(
         "--seed", type=int, default=0, help="Hypothesis seed (default: 0)"
@@ -496,9 +496,10 @@ def _add_mutants_parser(verbs: argparse._SubParsersAction) -> None:
     mutants.add_argument(
         "--search-seeds",
         type=_seeds,
-        default=(0, 1, 2),
+        default=(0, 1, 2, 3, 4),
         metavar="S,S,...",
-        help="seeds of the examples-to-catch search, '' to skip it (default: 0,1,2)",
+        help="seeds of the examples-to-catch search, '' to skip it "
+        "(default: 0,1,2,3,4)",
     )
     mutants.add_argument(
         "--search-budget",
