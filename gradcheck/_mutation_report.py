@@ -37,7 +37,8 @@ _REQUIRED_KEYS = ("title", "mutants", "outcomes", "right", "totals", "passed")
 def _percent(value: object) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "\u2013"
-    return f"{100.0 * value:.0f}%"
+    # One decimal, so that 1447 of 1454 does not read as 100%.
+    return "100%" if value == 1 else f"{100.0 * value:.1f}%"
 
 
 def _examples(value: object, budget: int) -> str:

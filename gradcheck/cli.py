@@ -584,7 +584,7 @@ def _run_mutants(args: argparse.Namespace) -> int:
     if rate is not None:
         print(
             f"first wrong quantity is the touched one in {totals['localised']} of "
-            f"{totals['detected']} detections ({100 * rate:.0f}%)"
+            f"{totals['detected']} detections ({100 * rate:.1f}%)"
         )
     for row in summary["mutants"]:
         if row["counts"]["missed"]:

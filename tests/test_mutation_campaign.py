@@ -227,7 +227,7 @@ def test_cli_exits_0_and_writes_the_report(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "2 mutants: 2 detected, 0 equivalent" in out
-    assert "touched one in 2 of 2 detections (100%)" in out
+    assert "touched one in 2 of 2 detections (100.0%)" in out
     assert (tmp_path / "mutants.html").exists()
     assert json.loads((tmp_path / "mutants.json").read_text())["passed"] is True
 
@@ -317,3 +317,13 @@ def test_shared_gradient_references_give_the_same_check_as_fresh_ones():
 
     assert shared.verdict is Verdict.FAIL
     assert shared.to_dict() == fresh.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("rate", "shown"),
+    [(1.0, "100%"), (1447 / 1454, "99.5%"), (0.0, "0.0%"), (None, "\u2013")],
+)
+def test_rates_keep_a_decimal_so_that_almost_all_is_not_all(rate, shown):
+    from gradcheck._mutation_report import _percent
+
+    assert _percent(rate) == shown
