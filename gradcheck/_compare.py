@@ -294,11 +294,11 @@ def compare_quantity(
         kinks: where the loss has a kink, its left and right derivatives,
             shaped like the quantity; those entries get a subgradient check.
         error_bound: per entry, a first-order bound on the error of a
-            computation of the quantity in precision ``eps``, in units of
-            ``eps`` (see :mod:`gradcheck._rounding`). For an analytic value
+            computation of the quantity with unit roundoff ``u``, in units
+            of ``u`` (see :mod:`gradcheck._rounding`). For an analytic value
             in a lower precision than float64, ``SAFETY_FACTOR`` times its
-            dtype's ``eps`` times this bound joins the band: it covers
-            cancellation between terms much larger than their result.
+            dtype's ``u = eps / 2`` times this bound joins the band: it
+            covers cancellation between terms much larger than their result.
 
     Returns:
         The comparison, with a verdict as the module docstring defines.
@@ -332,9 +332,16 @@ def compare_quantity(
         SAFETY_FACTOR * eps_ratio * (reference.rounding + ROUNDING_FACTOR * EPS * scale)
     )
     if eps_ratio > 1.0 and error_bound is not None:
-        rounding_band = rounding_band + SAFETY_FACTOR * float_eps(
-            precision
-        ) * np.asarray(error_bound, dtype=np.float64)
+        # The bound covers every rounding of the lower-precision computation,
+        # of its inputs and of entries near zero included, so the float64
+        # allowances stay as they are: scaled up, the move under 16 ulps
+        # and the floor of 64 ulps would be 12 % and half the scale in
+        # bfloat16.
+        rounding_band = SAFETY_FACTOR * (
+            reference.rounding
+            + ROUNDING_FACTOR * EPS * scale
+            + 0.5 * float_eps(precision) * np.asarray(error_bound, dtype=np.float64)
+        )
     if eps_ratio > 1.0:
         band = (
             band

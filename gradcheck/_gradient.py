@@ -581,7 +581,9 @@ def compare_gradient(
     before = snapshot(arguments)
 
     def loss_at_params() -> float:
-        value = _call_user(loss, "loss", params64, *problem.data, **extra)
+        # In float64, like the references, so the compiled value compares.
+        with jax.enable_x64(True):
+            value = _call_user(loss, "loss", params64, *problem.data, **extra)
         return _scalar_loss(value, "at params")
 
     loss0 = check_repeatable(loss_at_params, "loss", loss)

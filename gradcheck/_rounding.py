@@ -9,15 +9,21 @@ rounded to ``eps * |y|``, so ``1 - y``, and with it the slope
 ``y (1 - y)``, is known only to ``eps * |y|``, not to ``eps * |1 - y|``:
 in float32 a unit at ``s = 17`` has slope 4e-8 but ``1 - y`` rounds to 0.
 
-This module bounds the error of a computation in precision ``eps``
-entry by entry, to first order, by running error analysis over the delta
-rule's own steps: each rounded operation adds ``eps`` times the
-magnitude of its result, a sum of ``n`` terms adds ``n * eps`` times the
-sum of the terms' magnitudes, and errors already present propagate
-through the same operations with absolute values. The bounds come out in
-units of ``eps`` (they are linear in it), so one computation serves every
-dtype: the band of a quantity computed in a dtype adds ``eps`` of that
-dtype times its bound (see :func:`gradcheck._compare.compare_quantity`).
+This module bounds the error of a computation with unit roundoff ``u``
+(half the dtype's epsilon: ``|fl(a op b) - a op b| <= u |a op b|``) entry
+by entry, to first order, by running error analysis over the delta
+rule's own steps: each rounded operation adds ``u`` times the magnitude
+of its result, a sum of ``n`` terms adds ``sqrt(n) * u`` times the sum
+of the terms' magnitudes, and errors already present propagate through
+the same operations with absolute values. The ``sqrt(n)`` is the
+probabilistic model of rounding (Higham and Mary, 2019): independent
+rounding errors of a sum grow like ``sqrt(n) u`` except with a
+probability that falls exponentially in the safety factor; the worst case
+``n u`` is reached only by errors that all round the same way, and would
+widen a bfloat16 band past any mistake worth finding. The bounds come out in units of ``u``
+(they are linear in it), so one computation serves every dtype: the band
+of a quantity computed in a dtype adds that dtype's ``u`` times its bound
+(see :func:`gradcheck._compare.compare_quantity`).
 
 The count of operations is the only constant: the sigmoid costs three
 (an exponential, an addition and a division).
@@ -48,10 +54,10 @@ def delta_rule_error_bounds(
     d: Array,
     eta: float,
 ) -> dict[str, Array]:
-    """Bound the error of every named quantity computed in precision ``eps``.
+    """Bound the error of every named quantity computed with unit roundoff ``u``.
 
     The inputs, parameters and targets are taken as rounded to the
-    precision too (each off by ``eps`` of itself).
+    precision too (each off by ``u`` of itself).
 
     Args:
         network, params, x, d, eta: as for
@@ -59,7 +65,7 @@ def delta_rule_error_bounds(
 
     Returns:
         Per quantity name, an array of its shape: the first-order error
-        bound in units of ``eps``.
+        bound in units of ``u``.
     """
     absw = {name: np.abs(w) for name, w in params.items()}
     out = network.output_layer
@@ -77,8 +83,8 @@ def delta_rule_error_bounds(
             magnitude = magnitude + absw[bias_name(v)]
             n_terms += 1
         # Each product and each addition rounds (n_terms of each), and the
-        # weights themselves are rounded: (n_terms + 1) eps per magnitude.
-        err_s = (n_terms + 1) * magnitude + sum(
+        # weights themselves are rounded: sqrt(n_terms + 1) u per magnitude.
+        err_s = np.sqrt(n_terms + 1) * magnitude + sum(
             err_y[u] @ absw[weight_name(u, v)] for u in preds
         )
         y[v] = _sigmoid(s)
@@ -113,7 +119,7 @@ def delta_rule_error_bounds(
             back = sum(theta[o] @ params[weight_name(v, o)].T for o in succs)
             magnitude = sum(np.abs(theta[o]) @ absw[weight_name(v, o)].T for o in succs)
             n_terms = sum(network.sizes[o] for o in succs)
-            err_back = (n_terms + 1) * magnitude + sum(
+            err_back = np.sqrt(n_terms + 1) * magnitude + sum(
                 err_theta[o] @ absw[weight_name(v, o)].T for o in succs
             )
             theta[v] = slope * back
@@ -129,14 +135,14 @@ def delta_rule_error_bounds(
             err = (
                 err_y[u].T @ np.abs(theta[v])
                 + np.abs(y[u]).T @ err_theta[v]
-                + (batch + 1) * grad
+                + np.sqrt(batch + 1) * grad
             )
             bounds[f"dE/d{name}"] = err
             bounds[f"Delta {name}"] = eta * err + 2.0 * eta * grad
         if network.bias:
             name = bias_name(v)
             total = np.abs(theta[v]).sum(axis=0)
-            err = err_theta[v].sum(axis=0) + batch * total
+            err = err_theta[v].sum(axis=0) + np.sqrt(batch) * total
             bounds[f"dE/d{name}"] = err
             bounds[f"Delta {name}"] = eta * err + 2.0 * eta * total
 
