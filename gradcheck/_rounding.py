@@ -20,8 +20,9 @@ probabilistic model of rounding (Higham and Mary, 2019): independent
 rounding errors of a sum grow like ``sqrt(n) u`` except with a
 probability that falls exponentially in the safety factor; the worst case
 ``n u`` is reached only by errors that all round the same way, and would
-widen a bfloat16 band past any mistake worth finding. The bounds come out in units of ``u``
-(they are linear in it), so one computation serves every dtype: the band
+widen a bfloat16 band past any mistake worth finding. The bounds come
+out in units of ``u`` (they are linear in it), so one computation serves
+every dtype: the band
 of a quantity computed in a dtype adds that dtype's ``u`` times its bound
 (see :func:`gradcheck._compare.compare_quantity`).
 
