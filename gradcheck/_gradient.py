@@ -586,8 +586,9 @@ def compare_gradient(
             value = _call_user(loss, "loss", params64, *problem.data, **extra)
         return _scalar_loss(value, "at params")
 
-    loss0 = check_repeatable(loss_at_params, "loss", loss)
+    loss0 = loss_at_params()
     check_unchanged(before, arguments, "loss", loss)
+    check_repeatable(loss_at_params, "loss", loss, first=loss0)
 
     # The derivation gets the parameters and data as given (copies), so
     # that a lower-precision one computes in its own precision.
@@ -608,7 +609,12 @@ def compare_gradient(
         # The compiled loss must agree with the direct call: a loss that
         # draws random numbers while JAX traces it differs here.
         check_repeatable(
-            lambda: loss0, "loss", loss, compiled=refs.loss0, noise=refs.noise
+            lambda: loss0,
+            "loss",
+            loss,
+            compiled=refs.loss0,
+            noise=refs.noise,
+            first=loss0,
         )
     check_unchanged(before, arguments, "loss", loss)
 
