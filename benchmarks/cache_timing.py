@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradcheck import Verdict, compare_gradient
-from gradcheck import _gradient
+from gradcheck import Verdict, _gradient, compare_gradient
 
 
 def loss(params, x, t):

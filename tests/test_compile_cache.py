@@ -6,8 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from gradcheck import Verdict, compare_gradient, compare_vjp
-from gradcheck import _gradient
+from gradcheck import Verdict, _gradient, compare_gradient, compare_vjp
 
 
 def loss(params, x):
