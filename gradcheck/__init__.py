@@ -63,7 +63,10 @@ __all__ = [
     "InputMutationError",
     "InvalidArgumentError",
     "InvalidTypeError",
+    "MisbehavingFunctionError",
     "Network",
+    "NondeterministicLossError",
+    "NotDifferentiableWarning",
     "QuantityComparison",
     "Signature",
     "Verdict",
@@ -130,4 +133,7 @@ if TYPE_CHECKING:
         InputMutationError,
         InvalidArgumentError,
         InvalidTypeError,
+        MisbehavingFunctionError,
+        NondeterministicLossError,
+        NotDifferentiableWarning,
     )
