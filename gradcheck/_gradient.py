@@ -534,10 +534,21 @@ def compare_gradient(
         progress: called as ``progress(done, total)`` with the number of
             perturbed points evaluated, for progress display.
 
+    Entries that do not settle are looked at again with one-sided
+    differences (:mod:`gradcheck._kinks`): at a kink of the loss the
+    verdict is ``not-differentiable`` when the analytic value is a valid
+    subgradient, ``fail`` when it is not. Parameters in float32 or
+    bfloat16 reach ``grad`` as given and the references as float64; the
+    band follows the analytic value's dtype. The compiled references are
+    cached per loss, parameter structure, shapes and dtypes.
+
     Returns:
         The :class:`CheckResult`; it does not raise on a wrong gradient.
 
     Raises:
+        NondeterministicLossError: the loss returned different values for
+            the same parameters and data.
+        InputMutationError: ``loss`` or ``grad`` changed its arguments.
         InvalidArgumentError: empty or non-finite parameters, a loss that is
             not a finite scalar, a grad whose structure differs from params.
         InvalidTypeError: integer or other non-float parameters.

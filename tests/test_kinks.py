@@ -188,3 +188,21 @@ def test_kinks_appear_in_json_and_html():
     assert 'class="b nd"' in html
     assert "not differentiable" in html
     assert "kink: left" in html
+
+
+def test_kink_of_a_plain_numpy_loss_is_found_without_autodiff():
+    def loss(params):
+        w = params["w"]
+        return float(np.sum(np.maximum(w, 0) * np.array([1.0, -2.0])) + np.sum(w**2))
+
+    def grad(params):
+        w = params["w"]
+        return {"w": (w > 0) * np.array([1.0, -2.0]) + 2 * w}
+
+    result = compare_gradient(loss, grad, {"w": np.array([0.0, 0.3])})
+
+    assert result.autodiff_skipped
+    assert result.verdict is Verdict.NOT_DIFFERENTIABLE
+    kink = next(w for w in result.quantity("w").worst if w.is_kink)
+    assert kink.name == "w[0]"
+    np.testing.assert_allclose((kink.left, kink.right), (0.0, 1.0), atol=1e-6)
