@@ -64,8 +64,10 @@ from gradcheck._result import (
 from gradcheck.errors import (
     DerivationError,
     GradcheckError,
+    InputMutationError,
     InvalidArgumentError,
     InvalidTypeError,
+    NondeterministicLossError,
 )
 
 __all__ = [
@@ -845,7 +847,17 @@ def compare_vjp(
     loss, grad = _vjp_loss(f), _vjp_grad(vjp)
     results = []
     for k, c in enumerate(_cotangents(f, x, data, n_cotangents, seed)):
-        result = compare_gradient(loss, grad, x, c, *data, rel_step=rel_step)
+        try:
+            result = compare_gradient(loss, grad, x, c, *data, rel_step=rel_step)
+        except InputMutationError as err:
+            raise _as_vjp_mutation(err, f, vjp) from err
+        except NondeterministicLossError as err:
+            raise NondeterministicLossError(
+                str(err).replace("the loss function", "the forward function", 1),
+                role="f",
+                function=f,
+                values=err.values,
+            ) from err
         results.append((k, result))
 
     quantities = tuple(
@@ -908,6 +920,35 @@ def _vjp_grad(vjp: Callable[..., Any]) -> Callable[..., Any]:
 
     grad.__qualname__ = getattr(vjp, "__qualname__", "vjp")
     return grad
+
+
+def _as_vjp_mutation(
+    err: InputMutationError, f: Callable[..., Any], vjp: Callable[..., Any]
+) -> InputMutationError:
+    """Name a mutation in the terms of a backward-pass check."""
+    role, function = ("vjp", vjp) if err.role == "grad" else ("f", f)
+    if err.argument == "params":
+        argument = "x"
+    elif err.argument == "data[0]":
+        argument = "cotangent"
+    else:
+        argument = f"data[{int(err.argument[5:-1]) - 1}]"
+    where = argument + (f" leaf {err.leaf}" if err.leaf else "")
+    name = getattr(function, "__qualname__", repr(function))
+    shown = ", ".join(
+        f"[{','.join(map(str, i))}] {a:.6g} -> {b:.6g}" for i, a, b in err.entries[:3]
+    )
+    return InputMutationError(
+        f"the {role} function {name} changed its input {where} in place: "
+        f"{err.n_changed} entries changed ({shown}); it must not modify its "
+        "arguments",
+        role=role,
+        function=function,
+        argument=argument,
+        leaf=err.leaf,
+        entries=err.entries,
+        n_changed=err.n_changed,
+    )
 
 
 def _renamed(q: QuantityComparison, name: str) -> QuantityComparison:

@@ -190,3 +190,36 @@ def test_cli_check_exits_2_on_a_grad_that_changes_params(tmp_path, monkeypatch, 
     assert code == 2
     err = capsys.readouterr().err
     assert "the grad function grad changed its input params leaf w in place" in err
+
+
+def test_vjp_that_scales_its_cotangent_in_place_is_named():
+    def f(x):
+        return jnp.sin(x)
+
+    def vjp(x, c):
+        c *= np.cos(x)
+        return c
+
+    with pytest.raises(InputMutationError) as info:
+        compare_vjp(f, vjp, np.array([0.1, 0.2, 0.3]))
+
+    assert (info.value.role, info.value.argument) == ("vjp", "cotangent")
+    assert "the vjp function" in str(info.value)
+    assert "changed its input cotangent in place: 3 entries" in str(info.value)
+
+
+def test_forward_function_with_a_fresh_mask_is_named():
+    draws = np.random.default_rng(3)
+
+    def f(x):
+        mask = (draws.uniform(size=x.shape) > 0.3).astype(float)
+        return jnp.sin(x) * jnp.asarray(mask)
+
+    def vjp(x, c):
+        return np.cos(x) * c
+
+    with pytest.raises(NondeterministicLossError) as info:
+        compare_vjp(f, vjp, np.array([0.1, 0.2, 0.3]))
+
+    assert info.value.role == "f"
+    assert "the forward function" in str(info.value)
