@@ -46,3 +46,10 @@ def bench(session: nox.Session) -> None:
     """Measure fuzzing throughput: generated networks fully checked per second."""
     session.install("-e", ".")
     session.run("python", "benchmarks/throughput.py", *session.posargs)
+
+
+@nox.session
+def calibrate(session: nox.Session) -> None:
+    """Measure false alarm rates and detection thresholds; write reports/calibration."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/calibrate.py", *session.posargs)

@@ -420,13 +420,18 @@ def summarise_checks(
         shrunk: the smallest failing generated check, for campaigns.
 
     Returns:
-        The campaign dict, with counts per verdict and the largest
+        The campaign dict, with counts per verdict (``not-differentiable``
+        only when some check got it) and the largest
         discrepancy per quantity kind over every check.
     """
     checks = [c for _, _, section in sections for c in section]
     counts = {"checks": len(checks)}
     for verdict in Verdict:
         counts[verdict.value] = sum(c.verdict is verdict for c in checks)
+    # Only general gradients at a kink get this verdict; the delta rule is
+    # smooth, and its summaries keep their three counts.
+    if not counts[Verdict.NOT_DIFFERENTIABLE.value]:
+        del counts[Verdict.NOT_DIFFERENTIABLE.value]
     return {
         "title": title,
         "derivation": derivation,

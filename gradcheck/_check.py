@@ -10,16 +10,19 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
+from gradcheck._behaviour import check_unchanged, snapshot
 from gradcheck._compare import Reference, combine_verdicts, compare_quantity
 from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
 from gradcheck._networks import Network, check_data, check_params
-from gradcheck._numeric import default_steps
+from gradcheck._numeric import EPS, default_steps
+from gradcheck._precision import float_eps, is_float_dtype
 from gradcheck._references import compute_references
 from gradcheck._result import (
     CheckResult,
     first_failing,
     raise_on_failure,
 )
+from gradcheck._rounding import delta_rule_error_bounds
 from gradcheck.errors import (
     DerivationError,
     DerivationLoadError,
@@ -56,6 +59,12 @@ def _check_eta(eta: object) -> float:
     return float(eta)  # numpy integers and floats become a plain float
 
 
+def _dtype_of(value: object) -> np.dtype:
+    """The float dtype of an analytic value; float64 for anything else."""
+    dtype = np.asarray(value).dtype
+    return dtype if is_float_dtype(dtype) else np.dtype(np.float64)
+
+
 def _callable_name(fn: object) -> str:
     module = getattr(fn, "__module__", None)
     name = getattr(fn, "__qualname__", None) or repr(fn)
@@ -90,8 +99,8 @@ def _collect_analytic(
         )
     not_provided = tuple(name for name in known if name not in returned)
     for name, value in returned.items():
-        kind = np.asarray(value).dtype.kind
-        if kind not in "fiu" or np.asarray(value).dtype == bool:
+        dtype = np.asarray(value).dtype
+        if dtype.kind not in "iu" and not is_float_dtype(dtype):
             raise InvalidTypeError(
                 f"the derivation's {name} must be an array of real numbers, "
                 f"got dtype {np.asarray(value).dtype}",
@@ -168,10 +177,14 @@ def compare_delta_rule(
 
     # The derivation gets copies, so a careless one cannot change the
     # values the references are computed from.
+    given = {
+        "params": {k: v.copy() for k, v in params.items()},
+        "x": x.copy(),
+        "d": d.copy(),
+    }
+    before = snapshot(given)
     try:
-        returned = derivation(
-            network, {k: v.copy() for k, v in params.items()}, x.copy(), d.copy(), eta
-        )
+        returned = derivation(network, given["params"], given["x"], given["d"], eta)
     except GradcheckError:
         raise
     except Exception as err:
@@ -180,12 +193,26 @@ def compare_delta_rule(
             f"{type(err).__name__}: {err} on the network {network.describe()}",
             derivation=derivation,
         ) from err
+    # A derivation that changes its inputs in place would corrupt the
+    # caller's training loop; name it rather than check around it.
+    check_unchanged(before, given, "derivation", derivation)
     analytic, not_provided = _collect_analytic(network, returned)
     if references is None:
         references = compute_references(network, params, x, d, eta, rel_step)
 
+    # A derivation in lower precision is held to error bounds in its own
+    # epsilon, which follow the terms each quantity is made of.
+    bounds: dict[str, object] = {}
+    if any(float_eps(_dtype_of(a)) > EPS for a in analytic.values()):
+        bounds = delta_rule_error_bounds(network, params, x, d, eta)
     comparisons = tuple(
-        compare_quantity(name, analytic[name], references[name], batch_size=x.shape[0])
+        compare_quantity(
+            name,
+            analytic[name],
+            references[name],
+            batch_size=x.shape[0],
+            error_bound=bounds.get(name),  # type: ignore[arg-type]
+        )
         for name in quantity_names(network)
         if name in analytic
     )

@@ -30,8 +30,20 @@ Then, per entry:
   below the resolution of the loss). Unresolved entries count as
   unsettled: never a pass, never a failure.
 
+For a general gradient, entries that did not settle are looked at again
+with one-sided differences (see :mod:`gradcheck._kinks`). Where the loss
+has a kink at the point (its left and right derivatives differ), the entry
+is judged by a subgradient check instead: an analytic value between the
+left and right derivatives, within the band, is *not differentiable*
+there (a valid subgradient, never called a wrong derivation); a value
+outside them is mismatched.
+
 A quantity fails if any entry is mismatched; otherwise it is inconclusive
-if any entry is unsettled; otherwise it passes.
+if any entry is unsettled; otherwise it is not differentiable if any entry
+sits at a kink; otherwise it passes. The same order combines quantities
+into a check: fail, inconclusive, not-differentiable, pass. A kink ranks
+below inconclusive because the derivation was confirmed at every entry a
+kink did not excuse, and an unsettled entry confirmed nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +54,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from gradcheck._kinks import OneSided
 from gradcheck._numeric import EPS, ROUNDING_FACTOR, NumericEstimate
+from gradcheck._precision import float_eps, is_float_dtype
 from gradcheck._signatures import Signature, diagnose
 
 __all__ = [
@@ -91,14 +105,16 @@ class Verdict(enum.StrEnum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
+    # The loss has a kink at the point and the analytic value is a valid
+    # subgradient there; everything else agreed.
+    NOT_DIFFERENTIABLE = "not-differentiable"
 
 
 def combine_verdicts(verdicts: list[Verdict]) -> Verdict:
-    """Return ``fail`` if any failed, else ``inconclusive`` if any, else ``pass``."""
-    if Verdict.FAIL in verdicts:
-        return Verdict.FAIL
-    if Verdict.INCONCLUSIVE in verdicts:
-        return Verdict.INCONCLUSIVE
+    """Return the most severe verdict: fail, inconclusive, not-differentiable, pass."""
+    for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.NOT_DIFFERENTIABLE):
+        if verdict in verdicts:
+            return verdict
     return Verdict.PASS
 
 
@@ -117,6 +133,8 @@ class Discrepancy:
         numeric: the finite-difference value.
         autodiff: the JAX value; NaN when autodiff was skipped.
         band: the acceptance band of this entry.
+        left: the left derivative where the loss has a kink here, else NaN.
+        right: the right derivative where the loss has a kink here, else NaN.
     """
 
     name: str
@@ -124,6 +142,13 @@ class Discrepancy:
     numeric: float
     autodiff: float
     band: float
+    left: float = float("nan")
+    right: float = float("nan")
+
+    @property
+    def is_kink(self) -> bool:
+        """Whether the loss has a kink at this entry."""
+        return not np.isnan(self.left)
 
     @property
     def abs_discrepancy(self) -> float:
@@ -144,7 +169,11 @@ class Discrepancy:
             "autodiff": self.autodiff,
             "band": self.band,
             "abs_discrepancy": self.abs_discrepancy,
-        }
+        } | (
+            {"kink": True, "left": self.left, "right": self.right}
+            if self.is_kink
+            else {}
+        )
 
 
 @dataclass(frozen=True)
@@ -178,6 +207,8 @@ class QuantityComparison:
             transpose, ...) when the quantity failed, or ``None``.
         precision: the dtype the analytic value came in; a lower precision
             than float64 widens its band by the ratio of the epsilons.
+        n_not_differentiable: entries where the loss has a kink and the
+            analytic value is a valid subgradient.
     """
 
     name: str
@@ -195,6 +226,7 @@ class QuantityComparison:
     note: str = ""
     signature: Signature | None = None
     precision: str = "float64"
+    n_not_differentiable: int = 0
 
     @property
     def size(self) -> int:
@@ -214,6 +246,7 @@ class QuantityComparison:
             "shape": list(self.shape),
             "n_mismatched": self.n_mismatched,
             "n_unsettled": self.n_unsettled,
+            "n_not_differentiable": self.n_not_differentiable,
             "max_abs_discrepancy": self.max_abs_discrepancy,
             "max_rel_discrepancy": self.max_rel_discrepancy,
             "max_reference_gap": self.max_reference_gap,
@@ -246,6 +279,8 @@ def compare_quantity(
     reference: Reference,
     n_worst: int = DEFAULT_WORST,
     batch_size: int | None = None,
+    kinks: OneSided | None = None,
+    error_bound: Array | None = None,
 ) -> QuantityComparison:
     """Compare one analytic quantity with its two references.
 
@@ -256,6 +291,14 @@ def compare_quantity(
         n_worst: how many of the worst entries to keep.
         batch_size: examples in the data, when known, so that a factor of
             the batch size can be named.
+        kinks: where the loss has a kink, its left and right derivatives,
+            shaped like the quantity; those entries get a subgradient check.
+        error_bound: per entry, a first-order bound on the error of a
+            computation of the quantity with unit roundoff ``u``, in units
+            of ``u`` (see :mod:`gradcheck._rounding`). For an analytic value
+            in a lower precision than float64, ``SAFETY_FACTOR`` times its
+            dtype's ``u = eps / 2`` times this bound joins the band: it
+            covers cancellation between terms much larger than their result.
 
     Returns:
         The comparison, with a verdict as the module docstring defines.
@@ -277,8 +320,10 @@ def compare_quantity(
     # precision: the rounding allowance, measured as the move under a few
     # float64 ulps, grows with the ratio of the epsilons.
     analytic = np.asarray(analytic)
-    precision = analytic.dtype if analytic.dtype.kind == "f" else np.dtype(np.float64)
-    eps_ratio = float(np.finfo(precision).eps) / EPS
+    precision = (
+        analytic.dtype if is_float_dtype(analytic.dtype) else np.dtype(np.float64)
+    )
+    eps_ratio = float_eps(precision) / EPS
     analytic = analytic.astype(np.float64)
     reference_band = band
     # How closely a right analytic value follows autodiff: both are float64
@@ -286,6 +331,17 @@ def compare_quantity(
     rounding_band = (
         SAFETY_FACTOR * eps_ratio * (reference.rounding + ROUNDING_FACTOR * EPS * scale)
     )
+    if eps_ratio > 1.0 and error_bound is not None:
+        # The bound covers every rounding of the lower-precision computation,
+        # of its inputs and of entries near zero included, so the float64
+        # allowances stay as they are: scaled up, the move under 16 ulps
+        # and the floor of 64 ulps would be 12 % and half the scale in
+        # bfloat16.
+        rounding_band = SAFETY_FACTOR * (
+            reference.rounding
+            + ROUNDING_FACTOR * EPS * scale
+            + 0.5 * float_eps(precision) * np.asarray(error_bound, dtype=np.float64)
+        )
     if eps_ratio > 1.0:
         band = (
             band
@@ -320,6 +376,27 @@ def compare_quantity(
     unresolved = np.zeros_like(mismatched)
     if reference.autodiff is not None:
         unresolved = ~unsettled & ~mismatched & ~(diff <= rounding_band)
+    # At a kink, the central difference and autodiff mean nothing; the
+    # analytic value must lie between the one-sided derivatives, within
+    # their error and the analytic value's own rounding.
+    at_kink = np.zeros_like(mismatched)
+    not_differentiable = np.zeros_like(mismatched)
+    kink_band = band
+    if kinks is not None and kinks.kink.any():
+        at_kink = kinks.kink
+        # Rounding measured by perturbation crosses the kink and means
+        # nothing there; the analytic value's own rounding is its floor.
+        side_scale = np.maximum(scale, np.fmax(np.abs(kinks.left), np.abs(kinks.right)))
+        kink_floor = SAFETY_FACTOR * eps_ratio * ROUNDING_FACTOR * EPS * side_scale
+        kink_band = np.where(at_kink, SAFETY_FACTOR * kinks.error + kink_floor, band)
+        low = np.fmin(kinks.left, kinks.right) - kink_band
+        high = np.fmax(kinks.left, kinks.right) + kink_band
+        inside = (analytic >= low) & (analytic <= high)
+        not_differentiable = at_kink & inside
+        mismatched = (mismatched & ~at_kink) | (at_kink & ~inside)
+        unsettled = unsettled & ~at_kink
+        unresolved = unresolved & ~at_kink
+        band = kink_band
     note = ""
     if unresolved.any():
         note = (
@@ -327,16 +404,33 @@ def compare_quantity(
             "rounding but less than finite differences can resolve here; "
             "check at a larger scale of parameters or loss"
         )
+    if not_differentiable.any():
+        note = (note + "; " if note else "") + (
+            f"{int(not_differentiable.sum())} entries sit at a kink of the loss "
+            "(left and right derivatives differ); the analytic value is a "
+            "valid subgradient there"
+        )
     if mismatched.any():
         verdict = Verdict.FAIL
     elif unsettled.any() or unresolved.any():
         verdict = Verdict.INCONCLUSIVE
+    elif not_differentiable.any():
+        verdict = Verdict.NOT_DIFFERENTIABLE
     else:
         verdict = Verdict.PASS
 
     # Rank entries by how far outside their band they lie; unsettled
     # entries by the reference gap, since that is what went wrong there.
     severity = np.where(unsettled, _ratio(gap, reference_band), _ratio(diff, band))
+    if at_kink.any():
+        # Distance outside the interval of subgradients, in bands.
+        outside = np.maximum(
+            np.fmin(kinks.left, kinks.right) - analytic,  # type: ignore[union-attr]
+            analytic - np.fmax(kinks.left, kinks.right),  # type: ignore[union-attr]
+        )
+        severity = np.where(
+            at_kink, _ratio(np.maximum(outside, 0.0), kink_band), severity
+        )
     order = np.argsort(-severity, axis=None, kind="stable")[:n_worst]
     worst = tuple(
         Discrepancy(
@@ -347,6 +441,8 @@ def compare_quantity(
                 float("nan") if reference.autodiff is None else float(autodiff[idx])
             ),
             band=float(band[idx]),
+            left=float(kinks.left[idx]) if at_kink[idx] else float("nan"),  # type: ignore[union-attr]
+            right=float(kinks.right[idx]) if at_kink[idx] else float("nan"),  # type: ignore[union-attr]
         )
         for idx in (tuple(int(i) for i in np.unravel_index(k, shape)) for k in order)
     )
@@ -362,9 +458,12 @@ def compare_quantity(
         max_rel_discrepancy=float(np.max(rel, initial=0.0)),
         max_reference_gap=float(gap.max(initial=0.0)),
         max_band=float(band.max(initial=0.0)),
-        max_band_ratio=float(np.max(_ratio(diff, band), initial=0.0)),
+        max_band_ratio=float(
+            np.max(np.where(at_kink, severity, _ratio(diff, band)), initial=0.0)
+        ),
         max_reference_ratio=float(np.max(_ratio(gap, reference_band), initial=0.0)),
         precision=precision.name,
+        n_not_differentiable=int(not_differentiable.sum()),
         worst=worst,
         note=note,
         signature=(

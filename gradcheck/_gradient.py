@@ -25,6 +25,7 @@ order declared, before the parameters, so the first wrong step is named.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -36,19 +37,25 @@ import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 from numpy.typing import NDArray
 
+from gradcheck._behaviour import check_repeatable, check_unchanged, snapshot
 from gradcheck._compare import (
     QuantityComparison,
     Reference,
+    Verdict,
     combine_verdicts,
     compare_quantity,
 )
+from gradcheck._kinks import OneSided, resolve_entries
 from gradcheck._numeric import (
+    EPS,
     PERTURBATION_TRIALS,
+    ULP_FACTOR,
     NumericEstimate,
     central_differences,
     default_steps,
     nudge,
 )
+from gradcheck._precision import is_float_dtype
 from gradcheck._result import (
     CheckResult,
     first_failing,
@@ -57,8 +64,10 @@ from gradcheck._result import (
 from gradcheck.errors import (
     DerivationError,
     GradcheckError,
+    InputMutationError,
     InvalidArgumentError,
     InvalidTypeError,
+    NondeterministicLossError,
 )
 
 __all__ = [
@@ -112,7 +121,7 @@ def _leaves(tree: object, what: str) -> tuple[list[str], list[Array], Any]:
             raise NotImplementedError(
                 f"complex parameters are not supported: {name} has dtype {array.dtype}"
             )
-        if array.dtype.kind != "f":
+        if not is_float_dtype(array.dtype):
             raise InvalidTypeError(
                 f"{name} must be a float array, got dtype {array.dtype}; "
                 "cast integer parameters with .astype(float)",
@@ -134,6 +143,67 @@ def _leaves(tree: object, what: str) -> tuple[list[str], list[Array], Any]:
     return names, arrays, treedef
 
 
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """How one flat vector splits into the loss's parameters and probes.
+
+    Hashable, so that compiled functions can be cached per loss and layout:
+    two checks of the same loss on parameters of the same structure and
+    shapes share one compilation.
+    """
+
+    loss: Callable[..., Any]
+    treedef: Any
+    shapes: tuple[tuple[int, ...], ...]
+    n_names: int
+    probe_names: tuple[str, ...]
+    has_probes: bool
+
+    def split(self, z: Any, xp: Any = jnp) -> tuple[object, dict[str, Any] | None]:
+        parts, start = [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            parts.append(xp.reshape(z[start : start + size], shape))
+            start += size
+        params = jax.tree_util.tree_unflatten(self.treedef, parts[: self.n_names])
+        if not self.has_probes:
+            return params, None
+        return params, dict(zip(self.probe_names, parts[self.n_names :], strict=True))
+
+    def __call__(self, z: Any, data: tuple[object, ...], xp: Any = jnp) -> Any:
+        params, probes = self.split(z, xp)
+        if probes is None:
+            return self.loss(params, *data)
+        return self.loss(params, *data, probes=probes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    value_and_grad: Callable[..., Any]
+    shifted: Callable[..., Any]
+
+
+# Layouts whose compiled functions are kept; each holds its loss alive.
+CACHE_SIZE = 64
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _compiled(layout: _Layout) -> _Compiled:
+    """Return the jitted value-and-gradient and shifted evaluation of a loss.
+
+    Built once per (loss, parameter structure, shapes, probes); jax.jit
+    itself keeps one compilation per shape and dtype of the data, so
+    checking the same loss at many points compiles once.
+    """
+    value_and_grad = jax.jit(jax.value_and_grad(lambda z, d: layout(z, d)))
+
+    @jax.jit
+    def shifted(z, index, delta, d):
+        return jax.vmap(lambda i, h: layout(z.at[i].add(h), d))(index, delta)
+
+    return _Compiled(value_and_grad, shifted)
+
+
 class _Problem:
     """A loss of one flat float64 vector, and how to split that vector."""
 
@@ -146,6 +216,11 @@ class _Problem:
     ) -> None:
         self.loss = loss
         self.names, arrays, self.treedef = _leaves(params, "params")
+        # The parameters as given (copied), for the derivation under test: a
+        # lower-precision derivation computes in its own precision, while
+        # the references only ever see the float64 upcast.
+        self.given = jax.tree_util.tree_map(lambda a: np.array(a, copy=True), params)
+        self.given_data = tuple(_copied(d) for d in data)
         self.probe_names = list(probes or {})
         self.probe_shapes = [tuple(probes[n]) for n in self.probe_names]
         self.shapes = [a.shape for a in arrays] + self.probe_shapes
@@ -155,23 +230,27 @@ class _Problem:
         self.n_params = sum(self.sizes[: len(self.names)])
         self.data = tuple(_float64_data(d) for d in data)
         self.has_probes = probes is not None
+        self.layout = _Layout(
+            loss,
+            self.treedef,
+            tuple(tuple(s) for s in self.shapes),
+            len(self.names),
+            tuple(self.probe_names),
+            self.has_probes,
+        )
 
     def split(self, z: Any, xp: Any = jnp) -> tuple[object, dict[str, Any] | None]:
-        parts, start = [], 0
-        for shape, size in zip(self.shapes, self.sizes, strict=True):
-            parts.append(xp.reshape(z[start : start + size], shape))
-            start += size
-        n = len(self.names)
-        params = jax.tree_util.tree_unflatten(self.treedef, parts[:n])
-        if not self.has_probes:
-            return params, None
-        return params, dict(zip(self.probe_names, parts[n:], strict=True))
+        return self.layout.split(z, xp)
 
     def __call__(self, z: Any, data: tuple[object, ...], xp: Any = jnp) -> Any:
-        params, probes = self.split(z, xp)
-        if probes is None:
-            return self.loss(params, *data)
-        return self.loss(params, *data, probes=probes)
+        return self.layout(z, data, xp)
+
+
+def _copied(value: object) -> object:
+    """Return ``value`` with every numpy array leaf copied."""
+    return jax.tree_util.tree_map(
+        lambda a: a.copy() if isinstance(a, np.ndarray) else a, value
+    )
 
 
 def _float64_data(value: object) -> object:
@@ -179,7 +258,7 @@ def _float64_data(value: object) -> object:
 
     def convert(leaf: object) -> object:
         array = np.asarray(leaf) if isinstance(leaf, (np.ndarray, jax.Array)) else None
-        if array is not None and array.dtype.kind == "f":
+        if array is not None and is_float_dtype(array.dtype):
             return array.astype(np.float64)
         return leaf
 
@@ -218,7 +297,36 @@ def _call_user(fn: Callable[..., Any], role: str, *args: Any, **kwargs: Any) -> 
         ) from err
 
 
+def _data_signature(data: tuple[object, ...]) -> object:
+    """Return a hashable summary of data's structure, shapes and dtypes."""
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    parts: list[object] = [treedef]
+    for leaf in leaves:
+        if isinstance(leaf, (np.ndarray, jax.Array)):
+            parts.append((np.shape(leaf), str(leaf.dtype)))
+        else:
+            parts.append((type(leaf), leaf))
+    return tuple(parts)
+
+
 def _trace_error(problem: _Problem) -> str:
+    """Return why JAX cannot trace the loss, or an empty string (cached)."""
+    try:
+        key = (problem.layout, _data_signature(problem.data))
+        hash(key)
+    except TypeError:  # unhashable static data: trace every time
+        return _trace_error_uncached(problem)
+    if key not in _TRACE_ERRORS:
+        if len(_TRACE_ERRORS) >= CACHE_SIZE:
+            _TRACE_ERRORS.pop(next(iter(_TRACE_ERRORS)))
+        _TRACE_ERRORS[key] = _trace_error_uncached(problem)
+    return _TRACE_ERRORS[key]
+
+
+_TRACE_ERRORS: dict[object, str] = {}
+
+
+def _trace_error_uncached(problem: _Problem) -> str:
     """Return why JAX cannot trace the loss, or an empty string."""
     try:
         with jax.enable_x64(True):
@@ -229,15 +337,31 @@ def _trace_error(problem: _Problem) -> str:
     return ""
 
 
+@dataclasses.dataclass
+class _References:
+    """Both references of a general gradient, and how they were made."""
+
+    numeric: NumericEstimate
+    autodiff: Array | None
+    rounding: Array
+    noise: float
+    steps: Array
+    evaluate: Callable[[NDArray[np.int64], Array], Array]
+    chunk: int
+    loss0: float | None = None
+    why_not: str = ""
+
+
 def _traced_references(
     problem: _Problem, rel_step: float | None, progress: Progress | None
-) -> tuple[NumericEstimate, Array, Array]:
+) -> _References:
     """Finite differences vectorised with vmap, autodiff, and rounding."""
     rng = np.random.default_rng(0)
+    fns = _compiled(problem.layout)
 
     with jax.enable_x64(True):
         data = problem.data
-        value_and_grad = jax.jit(jax.value_and_grad(lambda z, d: problem(z, d)))
+        value_and_grad = fns.value_and_grad
         loss0, grad0 = value_and_grad(jnp.asarray(problem.z), data)
         grad0 = np.asarray(grad0)
 
@@ -259,35 +383,36 @@ def _traced_references(
             noise = max(noise, abs(float(loss_t) - float(loss0)))
             rounding = np.maximum(rounding, np.abs(np.asarray(grad_t) - grad0))
 
-        @jax.jit
-        def shifted(z, index, delta, d):
-            return jax.vmap(lambda i, h: problem(z.at[i].add(h), d))(index, delta)
-
         zj = jnp.asarray(problem.z)
         total = 4 * problem.z.size
         done = 0
 
+        def evaluate_points(index, delta):
+            with jax.enable_x64(True):
+                return np.asarray(
+                    fns.shifted(zj, jnp.asarray(index), jnp.asarray(delta), data)
+                )
+
         def evaluate(index, delta):
             nonlocal done
-            values = shifted(zj, jnp.asarray(index), jnp.asarray(delta), data)
+            values = evaluate_points(index, delta)
             done += len(index)
             if progress is not None:
                 progress(min(done, total), total)
             return values
 
+        steps = default_steps(problem.z, rel_step)
         numeric = central_differences(
-            evaluate,
-            problem.z,
-            default_steps(problem.z, rel_step),
-            noise=noise,
-            chunk=CHUNK,
+            evaluate, problem.z, steps, noise=noise, chunk=CHUNK
         )
-    return numeric, grad0, rounding
+    return _References(
+        numeric, grad0, rounding, noise, steps, evaluate_points, CHUNK, float(loss0)
+    )
 
 
 def _untraced_references(
     problem: _Problem, rel_step: float | None, progress: Progress | None
-) -> NumericEstimate:
+) -> _References:
     """Finite differences of a loss JAX cannot trace, one point at a time."""
     rng = np.random.default_rng(0)
     loss0 = _scalar_loss(
@@ -301,21 +426,27 @@ def _untraced_references(
     total = 4 * problem.z.size
     done = 0
 
-    def evaluate(index, delta):
-        nonlocal done
+    def evaluate_points(index, delta):
         values = []
         for i, h in zip(index, delta, strict=True):
             z = problem.z.copy()
             z[i] += h
             value = _call_user(problem, "loss", z, problem.data, np)
             values.append(_scalar_loss(value, "at a perturbed point"))
+        return np.asarray(values)
+
+    def evaluate(index, delta):
+        nonlocal done
+        values = evaluate_points(index, delta)
         done += len(index)
         if progress is not None:
             progress(min(done, total), total)
-        return np.asarray(values)
+        return values
 
-    return central_differences(
-        evaluate, problem.z, default_steps(problem.z, rel_step), noise=noise, chunk=64
+    steps = default_steps(problem.z, rel_step)
+    numeric = central_differences(evaluate, problem.z, steps, noise=noise, chunk=64)
+    return _References(
+        numeric, None, np.zeros(problem.z.size), noise, steps, evaluate_points, 64
     )
 
 
@@ -351,7 +482,7 @@ def _analytic_leaves(
         problem.names + problem.probe_names, list(flat) + probe_values, strict=False
     ):
         dtype = np.asarray(value).dtype
-        if dtype.kind not in "fiu":
+        if dtype.kind not in "iu" and not is_float_dtype(dtype):
             raise InvalidTypeError(
                 f"grad returned {name} as an array of dtype {dtype}; "
                 "expected real numbers",
@@ -368,19 +499,18 @@ def _analytic_leaves(
     return list(flat), probe_values
 
 
-GradientReferences = tuple[NumericEstimate, "Array | None", Array, str]
+GradientReferences = _References
 
 
 def _references_of(
     problem: _Problem, rel_step: float | None, progress: Progress | None
-) -> GradientReferences:
+) -> _References:
     why_not = _trace_error(problem)
     if why_not:
         logger.warning("%s; judging against finite differences alone", why_not)
-        numeric = _untraced_references(problem, rel_step, progress)
-        return numeric, None, np.zeros(problem.z.size), why_not
-    numeric, autodiff, rounding = _traced_references(problem, rel_step, progress)
-    return numeric, autodiff, rounding, ""
+        refs = _untraced_references(problem, rel_step, progress)
+        return dataclasses.replace(refs, why_not=why_not)
+    return _traced_references(problem, rel_step, progress)
 
 
 def gradient_references(
@@ -396,10 +526,11 @@ def gradient_references(
     loss at one point without differentiating the loss again.
 
     Returns:
-        ``(numeric, autodiff, rounding, why_not)`` over the flat parameters
-        and probes: the finite-difference estimate, the autodiff gradient
-        (``None`` when the loss cannot be traced, ``why_not`` then says
-        why), and the rounding allowance per entry.
+        The references over the flat parameters and probes: ``numeric``
+        (the finite-difference estimate), ``autodiff`` (``None`` when the
+        loss cannot be traced; ``why_not`` then says why) and ``rounding``
+        (the allowance per entry), with what a second look at unsettled
+        entries needs.
     """
     problem = _Problem(loss, params, tuple(data), probes)
     return _references_of(problem, rel_step, None)
@@ -449,10 +580,21 @@ def compare_gradient(
             params, data and probes, when several gradients are checked at
             one point; computed here when omitted.
 
+    Entries that do not settle are looked at again with one-sided
+    differences (:mod:`gradcheck._kinks`): at a kink of the loss the
+    verdict is ``not-differentiable`` when the analytic value is a valid
+    subgradient, ``fail`` when it is not. Parameters in float32 or
+    bfloat16 reach ``grad`` as given and the references as float64; the
+    band follows the analytic value's dtype. The compiled references are
+    cached per loss, parameter structure, shapes and dtypes.
+
     Returns:
         The :class:`CheckResult`; it does not raise on a wrong gradient.
 
     Raises:
+        NondeterministicLossError: the loss returned different values for
+            the same parameters and data.
+        InputMutationError: ``loss`` or ``grad`` changed its arguments.
         InvalidArgumentError: empty or non-finite parameters, a loss that is
             not a finite scalar, a grad whose structure differs from params.
         InvalidTypeError: integer or other non-float parameters.
@@ -486,18 +628,51 @@ def compare_gradient(
                 )
 
     # The loss at params, called directly, also tells a loss that raises
-    # from a loss JAX cannot trace.
+    # from a loss JAX cannot trace. It is called twice: a loss that draws
+    # a random mask on every call is no function to differentiate.
     params64, probes0 = problem.split(problem.z, np)
     extra = {} if probes0 is None else {"probes": probes0}
-    _scalar_loss(
-        _call_user(loss, "loss", params64, *problem.data, **extra), "at params"
-    )
-    returned = _call_user(grad, "grad", params64, *problem.data)
+    arguments = {"params": params64} | {
+        f"data[{i}]": d for i, d in enumerate(problem.data)
+    }
+    before = snapshot(arguments)
+
+    def loss_at_params() -> float:
+        # In float64, like the references, so the compiled value compares.
+        with jax.enable_x64(True):
+            value = _call_user(loss, "loss", params64, *problem.data, **extra)
+        return _scalar_loss(value, "at params")
+
+    loss0 = loss_at_params()
+    check_unchanged(before, arguments, "loss", loss)
+    check_repeatable(loss_at_params, "loss", loss, first=loss0)
+
+    # The derivation gets the parameters and data as given (copies), so
+    # that a lower-precision one computes in its own precision.
+    given = {"params": problem.given} | {
+        f"data[{i}]": d for i, d in enumerate(problem.given_data)
+    }
+    given_before = snapshot(given)
+    returned = _call_user(grad, "grad", problem.given, *problem.given_data)
+    check_unchanged(given_before, given, "grad", grad)
     param_grads, probe_grads = _analytic_leaves(problem, returned)
 
-    if references is None:
-        references = _references_of(problem, rel_step, progress)
-    numeric, autodiff, rounding, why_not = references
+    refs = references
+    if refs is None:
+        refs = _references_of(problem, rel_step, progress)
+        if refs.autodiff is not None:
+            # The compiled loss must agree with the direct call: a loss that
+            # draws random numbers while JAX traces it differs here.
+            check_repeatable(
+                lambda: loss0,
+                "loss",
+                loss,
+                compiled=refs.loss0,
+                noise=refs.noise,
+                first=loss0,
+            )
+        check_unchanged(before, arguments, "loss", loss)
+    why_not = refs.why_not
 
     # Probes first, in the declared order, then the parameters.
     names = problem.names + problem.probe_names
@@ -506,20 +681,65 @@ def compare_gradient(
         range(len(problem.names))
     )
     offsets = np.cumsum([0] + problem.sizes)
-    comparisons = []
-    for k in order:
-        part = slice(int(offsets[k]), int(offsets[k + 1]))
-        shape = problem.shapes[k]
-        reference = Reference(
-            NumericEstimate(
-                numeric.value[part], numeric.error[part], numeric.step[part]
-            ).reshaped(shape),
-            None if autodiff is None else autodiff[part].reshape(shape),
-            rounding[part].reshape(shape),
-        )
-        comparisons.append(
-            compare_quantity(names[k], analytic[k], reference, batch_size=batch_size)
-        )
+    parts = {k: slice(int(offsets[k]), int(offsets[k + 1])) for k in range(len(names))}
+
+    def compare_all(numeric: NumericEstimate, kinks: OneSided | None = None):
+        comparisons = []
+        for k in order:
+            part, shape = parts[k], problem.shapes[k]
+            reference = Reference(
+                NumericEstimate(
+                    numeric.value[part], numeric.error[part], numeric.step[part]
+                ).reshaped(shape),
+                None if refs.autodiff is None else refs.autodiff[part].reshape(shape),
+                refs.rounding[part].reshape(shape),
+            )
+            comparisons.append(
+                compare_quantity(
+                    names[k],
+                    analytic[k],
+                    reference,
+                    batch_size=batch_size,
+                    kinks=None
+                    if kinks is None
+                    else OneSided(
+                        kinks.kink[part],
+                        kinks.left[part],
+                        kinks.right[part],
+                        kinks.error[part],
+                    ).reshaped(shape),
+                )
+            )
+        return comparisons
+
+    comparisons = compare_all(refs.numeric)
+    # Entries of quantities that did not pass get a second look with
+    # one-sided differences: a kink at the point, or one inside the step.
+    unsettled = [
+        k
+        for k, c in zip(order, comparisons, strict=True)
+        if c.verdict is not Verdict.PASS and np.shape(analytic[k]) == problem.shapes[k]
+    ]
+    # Also entries that passed on a band widened by a kink: where the
+    # central difference is dominated by truncation (it changes from h to
+    # h/2: a kink inside the step), or where a few ulps move autodiff by
+    # more than finite differences are uncertain (a jump at the point).
+    floor = np.maximum(refs.noise, ULP_FACTOR * EPS * abs(loss0))
+    suspicious = np.flatnonzero(
+        (refs.numeric.error > 2.0 * 4.0 * floor / refs.steps)
+        | (refs.rounding > refs.numeric.error)
+    )
+    if unsettled or suspicious.size:
+        candidates = np.union1d(
+            np.concatenate(
+                [np.arange(parts[k].start, parts[k].stop) for k in unsettled]
+                + [suspicious]
+            ),
+            [],
+        ).astype(np.int64)
+        numeric, kinks = _second_look(problem, refs, candidates)
+        if numeric is not refs.numeric or kinks is not None:
+            comparisons = compare_all(numeric, kinks)
 
     verdict = combine_verdicts([c.verdict for c in comparisons])
     subject = ", ".join(
@@ -536,6 +756,60 @@ def compare_gradient(
         label=label,
         reproduce=reproduce,
     )
+
+
+def _second_look(
+    problem: _Problem, refs: _References, candidates: NDArray[np.int64]
+) -> tuple[NumericEstimate, OneSided | None]:
+    """Resolve unsettled entries with one-sided differences.
+
+    Returns:
+        The numeric estimate with entries that proved smooth at a smaller
+        step replaced, and the kinks found (``None`` if none).
+    """
+    found = resolve_entries(
+        refs.evaluate,
+        problem.z,
+        candidates,
+        refs.steps[candidates],
+        refs.noise,
+        chunk=refs.chunk,
+    )
+    numeric = refs.numeric
+    # Smooth at the default step changes nothing; only a smaller step does.
+    finer = found.smooth & (found.level > 0)
+    if finer.any():
+        value, error, step = (
+            numeric.value.copy(),
+            numeric.error.copy(),
+            numeric.step.copy(),
+        )
+        at = found.index[finer]
+        value[at], error[at], step[at] = (
+            found.value[finer],
+            found.error[finer],
+            found.step[finer],
+        )
+        numeric = NumericEstimate(value, error, step)
+    kinks = None
+    if found.kink.any():
+        n = problem.z.size
+        kink = np.zeros(n, bool)
+        left, right = np.full(n, np.nan), np.full(n, np.nan)
+        side_error = np.zeros(n)
+        at = found.index[found.kink]
+        kink[at] = True
+        left[at] = found.left[found.kink]
+        right[at] = found.right[found.kink]
+        side_error[at] = found.side_error[found.kink]
+        kinks = OneSided(kink, left, right, side_error)
+    logger.debug(
+        "second look at %d entries: %d smooth at a smaller step, %d kinks",
+        candidates.size,
+        int(finer.sum()),
+        int(found.kink.sum()),
+    )
+    return numeric, kinks
 
 
 def check_gradient(*args: Any, **kwargs: Any) -> CheckResult:
@@ -611,18 +885,22 @@ def compare_vjp(
             name="n_cotangents",
             value=n_cotangents,
         )
+    # The cotangent is passed as data, so that the one loss (and its
+    # compiled references) serves every cotangent and every call.
+    loss, grad = _vjp_loss(f), _vjp_grad(vjp)
     results = []
     for k, c in enumerate(_cotangents(f, x, data, n_cotangents, seed)):
-
-        def loss(x_, *d, c=c):
-            y = f(x_, *d)
-            terms = jax.tree_util.tree_map(lambda a, b: jnp.sum(a * b), y, c)
-            return sum(jax.tree_util.tree_leaves(terms))
-
-        def grad(x_, *d, c=c):
-            return vjp(x_, c, *d)
-
-        result = compare_gradient(loss, grad, x, *data, rel_step=rel_step)
+        try:
+            result = compare_gradient(loss, grad, x, c, *data, rel_step=rel_step)
+        except InputMutationError as err:
+            raise _as_vjp_mutation(err, f, vjp) from err
+        except NondeterministicLossError as err:
+            raise NondeterministicLossError(
+                str(err).replace("the loss function", "the forward function", 1),
+                role="f",
+                function=f,
+                values=err.values,
+            ) from err
         results.append((k, result))
 
     quantities = tuple(
@@ -631,6 +909,24 @@ def compare_vjp(
         for q in result.quantities
     )
     first = results[0][1]
+    diagnosis = ""
+    if any(r.verdict is Verdict.FAIL for _, r in results):
+        # A backward pass that ignores the upstream cotangent, or uses it
+        # only through its sum, is right for the all-ones cotangent.
+        ones = jax.tree_util.tree_map(
+            lambda c: np.ones_like(c), next(_cotangents(f, x, data, 1, seed))
+        )
+        at_ones = compare_gradient(loss, grad, x, ones, *data, rel_step=rel_step)
+        quantities = quantities + tuple(
+            _renamed(q, f"{q.name} @ ones") for q in at_ones.quantities
+        )
+        if at_ones.verdict is not Verdict.FAIL:
+            failed = [f"c{k}" for k, r in results if r.verdict is Verdict.FAIL]
+            diagnosis = (
+                f"the backward pass is right for the all-ones cotangent but "
+                f"wrong for the random cotangents {', '.join(failed)}: it "
+                "ignores the upstream cotangent, or uses only its sum"
+            )
     return CheckResult(
         verdict=combine_verdicts([q.verdict for q in quantities]),
         quantities=quantities,
@@ -641,6 +937,60 @@ def compare_vjp(
         label=label,
         reproduce=f"seed {seed}, {n_cotangents} cotangents",
         details={"cotangents": n_cotangents},
+        diagnosis=diagnosis,
+    )
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _vjp_loss(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Return ``loss(x, c, *data) = <c, f(x, *data)>``, one per ``f``."""
+
+    def loss(x_: Any, c: Any, *d: Any) -> Any:
+        y = f(x_, *d)
+        terms = jax.tree_util.tree_map(lambda a, b: jnp.sum(a * b), y, c)
+        return sum(jax.tree_util.tree_leaves(terms))
+
+    loss.__qualname__ = getattr(f, "__qualname__", "f")
+    return loss
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _vjp_grad(vjp: Callable[..., Any]) -> Callable[..., Any]:
+    """Return ``grad(x, c, *data) = vjp(x, c, *data)``, one per ``vjp``."""
+
+    def grad(x_: Any, c: Any, *d: Any) -> Any:
+        return vjp(x_, c, *d)
+
+    grad.__qualname__ = getattr(vjp, "__qualname__", "vjp")
+    return grad
+
+
+def _as_vjp_mutation(
+    err: InputMutationError, f: Callable[..., Any], vjp: Callable[..., Any]
+) -> InputMutationError:
+    """Name a mutation in the terms of a backward-pass check."""
+    role, function = ("vjp", vjp) if err.role == "grad" else ("f", f)
+    if err.argument == "params":
+        argument = "x"
+    elif err.argument == "data[0]":
+        argument = "cotangent"
+    else:
+        argument = f"data[{int(err.argument[5:-1]) - 1}]"
+    where = argument + (f" leaf {err.leaf}" if err.leaf else "")
+    name = getattr(function, "__qualname__", repr(function))
+    shown = ", ".join(
+        f"[{','.join(map(str, i))}] {a:.6g} -> {b:.6g}" for i, a, b in err.entries[:3]
+    )
+    return InputMutationError(
+        f"the {role} function {name} changed its input {where} in place: "
+        f"{err.n_changed} entries changed ({shown}); it must not modify its "
+        "arguments",
+        role=role,
+        function=function,
+        argument=argument,
+        leaf=err.leaf,
+        entries=err.entries,
+        n_changed=err.n_changed,
     )
 
 

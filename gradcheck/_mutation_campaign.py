@@ -215,26 +215,26 @@ def _gradient_point(model: GradientModel, case: object, label: str) -> _Point:
     params, data, probes = case.params, case.data, case.probes
     batch = len(data[0])
     references = gradient_references(model.loss, params, *data, probes=probes)
-    numeric, autodiff, rounding, why_not = references
+    numeric, autodiff = references.numeric, references.autodiff
     if autodiff is None:
         raise InvalidArgumentError(
             f"the loss of the model {model.name!r} cannot be traced by JAX "
-            f"({why_not}); mutants need the autodiff reference",
+            f"({references.why_not}); mutants need the autodiff reference",
             name="model",
             value=model.name,
         )
     right = _flat(model, model.grad(params, *data), probes)
-    band = (
-        NumericEstimate(numeric.value - autodiff + right, numeric.error, numeric.step),
-        right,
-        rounding,
-        "",
+    band = dataclasses.replace(
+        references,
+        numeric=NumericEstimate(
+            numeric.value - autodiff + right, numeric.error, numeric.step
+        ),
+        autodiff=right,
     )
-    exact = (
-        NumericEstimate(right, np.zeros_like(right), numeric.step),
-        right,
-        rounding,
-        "",
+    exact = dataclasses.replace(
+        references,
+        numeric=NumericEstimate(right, np.zeros_like(right), numeric.step),
+        autodiff=right,
     )
 
     def check(derivation, refs=references):

@@ -355,13 +355,24 @@ def render_plot_svg(campaign: Mapping[str, Any]) -> str:
             return ceiling_y
         return floor_y if ratio <= 0 else ratio
 
-    colours = {"pass": "#4a7fb5", "inconclusive": "#c98a00", "fail": "#c62828"}
+    colours = {
+        "pass": "#4a7fb5",
+        "inconclusive": "#c98a00",
+        "fail": "#c62828",
+        "not-differentiable": "#7b3fb0",
+    }
     style = {
         "pass": {"marker": "o", "s": 14, "alpha": 0.75, "zorder": 3},
         "inconclusive": {"marker": "D", "s": 30, "alpha": 0.95, "zorder": 4},
         "fail": {"marker": "o", "s": 60, "alpha": 1.0, "zorder": 5},
+        "not-differentiable": {"marker": "s", "s": 26, "alpha": 0.95, "zorder": 4},
     }
-    names = {"pass": "pass", "inconclusive": "inconclusive", "fail": "fail"}
+    names = {
+        "pass": "pass",
+        "inconclusive": "inconclusive",
+        "fail": "fail",
+        "not-differentiable": "not differentiable",
+    }
 
     # svg.fonttype "none" keeps text as text (smaller, selectable) and a
     # fixed hash salt keeps element ids, and so the page, reproducible.
@@ -415,7 +426,7 @@ def render_plot_svg(campaign: Mapping[str, Any]) -> str:
             ax.axhline(floor_y, color="#9aa4b1", linewidth=0.8, linestyle=":")
             ax.text(-0.5, floor_y * 1.25, "exactly 0", fontsize=8, color="#5f6b7a")
 
-        for verdict in ("pass", "inconclusive", "fail"):
+        for verdict in ("pass", "not-differentiable", "inconclusive", "fail"):
             chosen = [(x, clip(r)) for x, r, v, _ in points if v == verdict]
             if not chosen:
                 continue

@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 
 from gradcheck._compare import QuantityComparison, Verdict
 from gradcheck._networks import Network
-from gradcheck.errors import GradientMismatchError, InconclusiveWarning
+from gradcheck.errors import (
+    GradientMismatchError,
+    InconclusiveWarning,
+    NotDifferentiableWarning,
+)
 
 __all__ = [
     "CheckResult",
@@ -50,6 +54,9 @@ class CheckResult:
         reproduce: how to reproduce the check, for example a seed.
         details: free-form facts for reports, such as the fraction of
             saturated units.
+        diagnosis: what the whole check says about the mistake, beyond any
+            one quantity (for example a backward pass right only for the
+            all-ones cotangent), or empty.
     """
 
     verdict: Verdict
@@ -65,6 +72,7 @@ class CheckResult:
     label: str = ""
     reproduce: str = ""
     details: dict[str, object] = field(default_factory=dict)
+    diagnosis: str = ""
 
     def __repr__(self) -> str:
         failed = sum(q.verdict is Verdict.FAIL for q in self.quantities)
@@ -101,6 +109,7 @@ class CheckResult:
             "autodiff_skipped": self.autodiff_skipped,
             "reproduce": self.reproduce,
             "details": self.details,
+            "diagnosis": self.diagnosis,
             "quantities": [q.to_dict() for q in self.quantities],
         }
 
@@ -130,6 +139,8 @@ def format_failure(result: CheckResult) -> str:
     ]
     if result.autodiff_skipped:
         lines.append(f"autodiff skipped: {result.autodiff_skipped}")
+    if result.diagnosis:
+        lines.append(f"likely cause: {result.diagnosis}")
     failing = [q for q in result.quantities if q.verdict is Verdict.FAIL]
     for q in failing[:MAX_MESSAGE_QUANTITIES]:
         lines.append("")
@@ -144,9 +155,12 @@ def format_failure(result: CheckResult) -> str:
         if q.signature is not None:
             lines.append(f"  likely cause: {q.signature.message}")
         for w in q.worst:
+            kink = (
+                f", kink: left {w.left:.10g}, right {w.right:.10g}" if w.is_kink else ""
+            )
             lines.append(
                 f"  {w.name}: analytic {w.analytic:.10g}, numeric {w.numeric:.10g}, "
-                f"autodiff {w.autodiff:.10g}, band {w.band:.2g}"
+                f"autodiff {w.autodiff:.10g}, band {w.band:.2g}{kink}"
             )
     if len(failing) > MAX_MESSAGE_QUANTITIES:
         lines.append(
@@ -180,6 +194,17 @@ def raise_on_failure(result: CheckResult) -> CheckResult:
             "the references disagree or cannot resolve the difference there "
             "(not a failure of the derivation; see the result's notes)",
             InconclusiveWarning,
+            stacklevel=3,
+        )
+    if result.verdict is Verdict.NOT_DIFFERENTIABLE:
+        kinks = [
+            q.name for q in result.quantities if q.verdict is Verdict.NOT_DIFFERENTIABLE
+        ]
+        warnings.warn(
+            f"the loss is not differentiable at this point of {result.subject} "
+            f"({kinks}): left and right derivatives differ there, and the "
+            "analytic value is a valid subgradient (not a failure)",
+            NotDifferentiableWarning,
             stacklevel=3,
         )
     return result

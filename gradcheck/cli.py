@@ -368,6 +368,14 @@ def _verdict_line(result: CheckResult, args: argparse.Namespace) -> str:
         )
     if result.verdict is Verdict.FAIL:
         return f"FAIL: {args.grad} is wrong; first wrong quantity: {result.first_wrong}"
+    if result.verdict is Verdict.NOT_DIFFERENTIABLE:
+        kinks = sum(q.n_not_differentiable for q in result.quantities)
+        return (
+            f"not-differentiable: {args.loss} has a kink at {kinks} entries of "
+            f"{result.subject} (left and right derivatives differ); {args.grad} "
+            "gives a valid subgradient there and agrees everywhere else; it is "
+            "not counted as a failure"
+        )
     return (
         f"inconclusive: finite differences and JAX autodiff of {args.loss} "
         f"disagree on {result.n_inconclusive_quantities} of "
@@ -426,6 +434,14 @@ def _run_check(args: argparse.Namespace, command: str) -> int:
     if result.verdict is Verdict.FAIL:
         print()
         print(format_failure(result))
+    elif result.verdict is Verdict.NOT_DIFFERENTIABLE:
+        for q in result.quantities:
+            for w in q.worst:
+                if w.is_kink:
+                    print(
+                        f"  {w.name}: analytic {w.analytic:.10g}, kink: left "
+                        f"{w.left:.10g}, right {w.right:.10g}"
+                    )
     elif result.verdict is Verdict.INCONCLUSIVE:
         print(
             "gradcheck: warning: the check is inconclusive (numerical trouble); "

@@ -18,6 +18,10 @@ __all__ = [
     "DerivationError",
     "GradientMismatchError",
     "InconclusiveWarning",
+    "NotDifferentiableWarning",
+    "MisbehavingFunctionError",
+    "NondeterministicLossError",
+    "InputMutationError",
 ]
 
 
@@ -98,4 +102,74 @@ class InconclusiveWarning(UserWarning):
 
     Not a failure of the derivation, so ``check_*`` functions warn instead of
     raising; the result's quantities say where and why.
+    """
+
+
+class MisbehavingFunctionError(GradcheckError, ValueError):
+    """A loss, gradient or derivation does not behave as a function of its inputs.
+
+    No comparison is meaningful then: the references would differentiate a
+    moving target. The subclasses name what went wrong.
+
+    Attributes:
+        role: which function misbehaved: ``"loss"``, ``"grad"``, ``"vjp"``,
+            ``"f"`` or ``"derivation"``.
+        function: the callable itself.
+    """
+
+    def __init__(self, message: str, *, role: str, function: Any = None) -> None:
+        super().__init__(message)
+        self.role = role
+        self.function = function
+
+
+class NondeterministicLossError(MisbehavingFunctionError):
+    """The loss returned different values for the same input.
+
+    Attributes:
+        values: the values it returned, in call order.
+    """
+
+    def __init__(
+        self, message: str, *, role: str, function: Any = None, values: Any = ()
+    ) -> None:
+        super().__init__(message, role=role, function=function)
+        self.values = tuple(values)
+
+
+class InputMutationError(MisbehavingFunctionError):
+    """A function changed one of its inputs in place.
+
+    Attributes:
+        argument: the argument it changed, for example ``"params"`` or
+            ``"data[0]"``.
+        leaf: the leaf of that argument, for example ``"layers[0].W"``.
+        entries: the changed entries, as ``(index, before, after)`` tuples
+            (the first few).
+        n_changed: how many entries changed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        role: str,
+        function: Any = None,
+        argument: str,
+        leaf: str,
+        entries: Any = (),
+        n_changed: int = 0,
+    ) -> None:
+        super().__init__(message, role=role, function=function)
+        self.argument = argument
+        self.leaf = leaf
+        self.entries = tuple(entries)
+        self.n_changed = n_changed
+
+
+class NotDifferentiableWarning(UserWarning):
+    """The loss has a kink at the point, and the analytic value is a subgradient.
+
+    Not a failure: the left and right derivatives differ there, and the
+    derivation's value lies between them.
     """

@@ -24,6 +24,7 @@ from gradcheck import (
     DerivationError,
     GradcheckError,
     GradientMismatchError,
+    InputMutationError,
     InvalidArgumentError,
     InvalidTypeError,
     Network,
@@ -337,13 +338,12 @@ def test_gradient_only_derivation_is_checked_and_lists_the_rest():
     assert list(result.not_provided) == expected_rest
 
 
-# (f) The derivation works on copies.
+# (f) The derivation works on copies, and one that changes them is named.
 
 
-def test_derivation_that_scribbles_on_its_arguments_changes_nothing():
+def test_derivation_that_scribbles_on_its_arguments_is_named():
     params, x, d = _case(SKIP_NET, seed=3)
     originals = ({k: v.copy() for k, v in params.items()}, x.copy(), d.copy())
-    clean = compare_delta_rule(SKIP_NET, params, x, d, ETA)
 
     def scribbler(network, params, x, d, eta):
         quantities = delta_rule(network, params, x, d, eta)
@@ -353,10 +353,15 @@ def test_derivation_that_scribbles_on_its_arguments_changes_nothing():
         d[...] = 1.0
         return quantities
 
-    result = compare_delta_rule(SKIP_NET, params, x, d, ETA, scribbler)
+    with pytest.raises(InputMutationError) as info:
+        compare_delta_rule(SKIP_NET, params, x, d, ETA, scribbler)
 
-    assert result.verdict is Verdict.PASS, format_failure(result)
-    assert result.to_dict()["quantities"] == clean.to_dict()["quantities"]
+    first = next(iter(params))
+    assert info.value.role == "derivation"
+    assert info.value.argument == "params"
+    assert info.value.leaf == first
+    assert info.value.n_changed == params[first].size
+    assert f"changed its input params leaf {first} in place" in str(info.value)
     for name, value in originals[0].items():
         assert_array_equal(params[name], value)
     assert_array_equal(x, originals[1])

@@ -261,11 +261,15 @@ def test_check_requires_params(capsys):
     assert "--params" in capsys.readouterr().err
 
 
-def test_check_inconclusive_exits_0_with_a_warning(tmp_path, monkeypatch, capsys):
+def test_check_at_a_kink_exits_0_and_says_not_differentiable(
+    tmp_path, monkeypatch, capsys
+):
     import numpy as np
 
     # A kink at w = 0: central differences see the mean slope 1.5, autodiff
-    # the slope 2 of the branch it takes, so the references disagree.
+    # the slope 2 of the branch it takes, so the references disagree; the
+    # one-sided slopes are 2 (left) and 1 (right), and the analytic 2 is a
+    # valid subgradient.
     (tmp_path / "kink.py").write_text(
         "import jax.numpy as jnp\nimport numpy as np\n\n"
         "def loss(params):\n"
@@ -283,9 +287,11 @@ def test_check_inconclusive_exits_0_with_a_warning(tmp_path, monkeypatch, capsys
 
     assert code == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("inconclusive: finite differences and JAX")
+    assert captured.out.startswith(
+        "not-differentiable: kink:loss has a kink at 1 entries of w (2,)"
+    )
     assert "it is not counted as a failure" in captured.out
-    assert "warning: the check is inconclusive" in captured.err
+    assert "w[0]: analytic 2, kink: left 2, right 1" in captured.out
 
 
 def test_report_refuses_an_out_path_that_is_a_file_before_running(tmp_path, capsys):
