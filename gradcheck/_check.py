@@ -223,9 +223,14 @@ def compare_delta_rule(
     analytic, not_provided = _collect_analytic(network, returned)
     if references is None:
         references = compute_references(network, params, x, d, eta, rel_step)
+    step_record = ComplexStep("off", "complex_step=False")
     if complex_step is None:
         complex_step = network.n_params <= COMPLEX_STEP_AUTO_PARAMS
-    step_record = ComplexStep("off", "complex_step=False")
+        step_record = ComplexStep(
+            "off",
+            f"automatic: more than {COMPLEX_STEP_AUTO_PARAMS} parameters; "
+            "pass complex_step=True to use it",
+        )
     if complex_step:
         references, step_record = delta_rule_complex_step(
             network, params, x, d, eta, references
@@ -261,6 +266,7 @@ def compare_delta_rule(
         taylor_tests,
         failed=[c.name for c in comparisons if c.verdict is Verdict.FAIL],
         passed=[c.name for c in comparisons if c.verdict is Verdict.PASS],
+        unsettled=[c.name for c in comparisons if c.verdict is Verdict.INCONCLUSIVE],
     )
     return CheckResult(
         verdict=verdict,

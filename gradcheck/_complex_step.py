@@ -305,8 +305,26 @@ def complex_step_gradient(
 def _delta_rule_values(
     network: Network, params: Mapping[str, Array], x: Array, d: Array
 ) -> tuple[Array, Array]:
-    """Return ``dE/dz`` (P,) and ``dE_b/dcol`` (n_cols, batch) by complex step."""
+    """Return ``dE/dz`` (P,) and ``dE_b/dcol`` (n_cols, batch) by complex step.
+
+    The last point's values are kept: a mutation campaign checks many
+    derivations at one point, each against the same references.
+    """
     z = flat_params(network, params)
+    key = (network, z.tobytes(), x.shape, x.tobytes(), d.shape, d.tobytes())
+    if _LAST and _LAST[0] == key:
+        return _LAST[1]
+    values = _delta_rule_values_uncached(network, z, x, d)
+    _LAST[:] = [key, values]
+    return values
+
+
+_LAST: list = []
+
+
+def _delta_rule_values_uncached(
+    network: Network, z: Array, x: Array, d: Array
+) -> tuple[Array, Array]:
     n_cols = n_probe_columns(network)
     steps = COMPLEX_STEP * np.maximum(1.0, np.abs(z))
     g_z = np.empty(z.size)

@@ -165,7 +165,9 @@ def format_failure(result: CheckResult) -> str:
     if result.autodiff_skipped:
         lines.append(f"autodiff skipped: {result.autodiff_skipped}")
     if result.diagnosis:
-        lines.append(f"likely cause: {result.diagnosis}")
+        # The Taylor test's notes are evidence, not a cause.
+        what = "note" if result.diagnosis.startswith("Taylor") else "likely cause"
+        lines.append(f"{what}: {result.diagnosis}")
     failing = [q for q in result.quantities if q.verdict is Verdict.FAIL]
     for q in failing[:MAX_MESSAGE_QUANTITIES]:
         lines.append("")
