@@ -13,8 +13,8 @@ its smallest steps, where the asymptotic term dominates.
 
 One direction per quantity (a parameter leaf, a probe, or a weight matrix
 of the delta rule): random signed sizes times ``max(1, |p|)`` on that
-quantity's entries, zero elsewhere, seeded by the quantity's position so that a check
-is repeatable. Autodiff's remainder along the same direction is the
+quantity's entries, zero elsewhere, from a seeded generator so that a check is
+repeatable. Autodiff's remainder along the same direction is the
 control: a loss whose own curve is not second order (a kink, rounding
 everywhere) says nothing about the analytic gradient.
 
@@ -72,8 +72,9 @@ def fit_order(steps: Array, remainders: Array, floor: Array) -> float | None:
     if keep.size < 3:
         return None
     chosen = keep[np.argsort(steps[keep])][:FIT_POINTS]
-    slope = np.polyfit(np.log10(steps[chosen]), np.log10(remainders[chosen]), 1)[0]
-    return float(slope)
+    x, y = np.log10(steps[chosen]), np.log10(remainders[chosen])
+    x, y = x - x.mean(), y - y.mean()
+    return float((x @ y) / (x @ x))
 
 
 @dataclass(frozen=True)
@@ -143,14 +144,15 @@ class TaylorTest:
 def taylor_directions(z: Array, parts: Sequence[slice], seed: int = 0) -> Array:
     """Return one direction per part, shape ``(len(parts), P)``.
 
-    Random signs times random sizes in [0.5, 1.5] (seeded by ``seed`` and
-    the part's position), times ``max(1, |z|)``, on the part's entries,
-    zero elsewhere. Unequal sizes keep the direction off symmetries such
-    as the shift of all logits of a softmax, along which the loss is flat.
+    Random signs times random sizes in [0.5, 1.5] (drawn from one
+    generator seeded by ``seed``, part after part), times ``max(1, |z|)``,
+    on the part's entries, zero elsewhere. Unequal sizes keep the
+    direction off symmetries such as the shift of all logits of a softmax,
+    along which the loss is flat.
     """
     directions = np.zeros((len(parts), z.size))
+    rng = np.random.default_rng(seed)
     for k, part in enumerate(parts):
-        rng = np.random.default_rng([seed, k])
         n = part.stop - part.start
         signed = rng.choice([-1.0, 1.0], size=n) * rng.uniform(0.5, 1.5, size=n)
         directions[k, part] = signed * np.maximum(1.0, np.abs(z[part]))
