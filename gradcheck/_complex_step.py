@@ -146,6 +146,9 @@ def merge_complex_step(
 ) -> tuple[NumericEstimate, NDArray[np.int64]]:
     """Replace central differences by the complex step where both agree.
 
+    Call it once per named quantity: the band's floor scales with the
+    quantity's largest autodiff entry, as in :func:`compare_quantity`.
+
     Args:
         central: the central-difference estimate of one quantity.
         value: the complex-step derivative, shaped like it.
@@ -159,7 +162,9 @@ def merge_complex_step(
     value = np.asarray(value, dtype=np.float64)
     finite = np.isfinite(value)
     safe = np.where(finite, value, 0.0)
-    scale = float(np.max(np.abs(safe), initial=0.0))
+    # The floor of the band exactly as the comparison will compute it, so
+    # that an accepted entry never leaves the references disagreeing.
+    scale = float(np.max(np.abs(safe if autodiff is None else autodiff), initial=0.0))
     floor = np.asarray(rounding) + ROUNDING_FACTOR * EPS * scale
     # Within the band the central difference would be judged by.
     inside = np.abs(safe - central.value) <= SAFETY_FACTOR * (central.error + floor)

@@ -589,17 +589,24 @@ def _with_complex_step(
             refs, complex_step=ComplexStep("unavailable", why_not)
         )
     value = complex_step_gradient(problem.layout, problem.z, problem.data, CHUNK)
-    numeric, code = merge_complex_step(
-        refs.numeric, value, refs.autodiff, refs.rounding
-    )
     offsets = np.cumsum([0] + problem.sizes)
     names = problem.names + problem.probe_names
-    codes = {
-        name: code[offsets[k] : offsets[k + 1]].reshape(problem.shapes[k])
-        for k, name in enumerate(names)
-    }
+    merged_value, merged_error = refs.numeric.value.copy(), refs.numeric.error.copy()
+    codes = {}
+    # Quantity by quantity, since each has its own band.
+    for k, name in enumerate(names):
+        part = slice(int(offsets[k]), int(offsets[k + 1]))
+        central = NumericEstimate(
+            refs.numeric.value[part], refs.numeric.error[part], refs.numeric.step[part]
+        )
+        estimate, code = merge_complex_step(
+            central, value[part], refs.autodiff[part], refs.rounding[part]
+        )
+        merged_value[part], merged_error[part] = estimate.value, estimate.error
+        codes[name] = code.reshape(problem.shapes[k])
+    merged = NumericEstimate(merged_value, merged_error, refs.numeric.step)
     return dataclasses.replace(
-        refs, numeric=numeric, central=refs.numeric, complex_step=record(codes)
+        refs, numeric=merged, central=refs.numeric, complex_step=record(codes)
     )
 
 

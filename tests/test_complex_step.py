@@ -250,3 +250,21 @@ def test_saturated_units_pass_with_the_complex_step():
 
     assert result.verdict is Verdict.PASS
     assert result.complex_step.status == "used"
+
+
+def test_complex_step_is_rejected_where_autodiff_has_cancelled():
+    # s = 40 rounds y to exactly 1, so autodiff's y (1 - y) is 0 while the
+    # complex step keeps the true slope of about 4e-18: the check falls
+    # back to the central difference rather than calling them apart.
+    network = Network((1, 1), bias=False)
+    params = {"W[0->1]": np.array([[40.0]])}
+    x, d = np.array([[1.0]]), np.array([[0.5]])
+
+    result = compare_delta_rule(network, params, x, d)
+
+    assert result.verdict is Verdict.PASS
+    # dE/dW and theta; dE/dy = y - d does not cancel and keeps it.
+    assert result.complex_step.rejected == {"off autodiff by more than rounding": 2}
+    assert result.numeric_reference == (
+        "complex step at 1 of 3 entries, central differences elsewhere"
+    )
