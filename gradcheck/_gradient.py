@@ -644,10 +644,12 @@ def gradient_references(
 
     Returns:
         The references over the flat parameters and probes: ``numeric``
-        (the finite-difference estimate), ``autodiff`` (``None`` when the
-        loss cannot be traced; ``why_not`` then says why) and ``rounding``
-        (the allowance per entry), with what a second look at unsettled
-        entries needs.
+        (the finite-difference estimate, tightened by the complex step
+        where it was accepted; ``central`` keeps the central differences
+        and ``complex_step`` what became of it), ``autodiff`` (``None``
+        when the loss cannot be traced; ``why_not`` then says why) and
+        ``rounding`` (the allowance per entry), with what a second look at
+        unsettled entries needs.
     """
     complex_step = check_complex_step_option(complex_step)
     problem = _Problem(loss, params, tuple(data), probes)
