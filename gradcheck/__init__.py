@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 # pytest does in every run once gradcheck is installed, does not import JAX.
 _EXPORTS = {
     "CheckResult": "gradcheck._result",
+    "ComplexStep": "gradcheck._complex_step",
     "DerivationError": "gradcheck.errors",
     "DerivationLoadError": "gradcheck.errors",
     "Discrepancy": "gradcheck._compare",
@@ -34,6 +35,8 @@ _EXPORTS = {
     "Network": "gradcheck._networks",
     "QuantityComparison": "gradcheck._compare",
     "Signature": "gradcheck._signatures",
+    "StepSweep": "gradcheck._sweeps",
+    "TaylorTest": "gradcheck._taylor",
     "Verdict": "gradcheck._compare",
     "bias_name": "gradcheck._networks",
     "check_delta_rule": "gradcheck._check",
@@ -54,6 +57,7 @@ _EXPORTS = {
 
 __all__ = [
     "CheckResult",
+    "ComplexStep",
     "DerivationError",
     "DerivationLoadError",
     "Discrepancy",
@@ -69,6 +73,8 @@ __all__ = [
     "NotDifferentiableWarning",
     "QuantityComparison",
     "Signature",
+    "StepSweep",
+    "TaylorTest",
     "Verdict",
     "bias_name",
     "check_delta_rule",
@@ -104,6 +110,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from gradcheck._check import check_delta_rule, compare_delta_rule, load_derivation
     from gradcheck._compare import Discrepancy, QuantityComparison, Verdict
+    from gradcheck._complex_step import ComplexStep
     from gradcheck._delta_rule import (
         delta_rule,
         quantity_names,
@@ -124,6 +131,8 @@ if TYPE_CHECKING:
     )
     from gradcheck._result import CheckResult, format_failure
     from gradcheck._signatures import Signature
+    from gradcheck._sweeps import StepSweep
+    from gradcheck._taylor import TaylorTest
     from gradcheck.errors import (
         DerivationError,
         DerivationLoadError,

@@ -39,28 +39,40 @@ from numpy.typing import NDArray
 
 from gradcheck._behaviour import check_repeatable, check_unchanged, snapshot
 from gradcheck._compare import (
+    SAFETY_FACTOR,
     QuantityComparison,
     Reference,
     Verdict,
     combine_verdicts,
     compare_quantity,
 )
+from gradcheck._complex_step import (
+    ComplexStep,
+    check_complex_step_option,
+    complex_loss_error,
+    complex_step_gradient,
+    merge_complex_step,
+    record,
+)
 from gradcheck._kinks import OneSided, resolve_entries
 from gradcheck._numeric import (
     EPS,
     PERTURBATION_TRIALS,
+    ROUNDING_FACTOR,
     ULP_FACTOR,
     NumericEstimate,
     central_differences,
     default_steps,
     nudge,
 )
-from gradcheck._precision import is_float_dtype
+from gradcheck._precision import float_eps, is_float_dtype
 from gradcheck._result import (
     CheckResult,
     first_failing,
     raise_on_failure,
 )
+from gradcheck._sweeps import StepSweep, sweep_entry, worst_entries
+from gradcheck._taylor import TaylorTest, contradictions, taylor_tests
 from gradcheck.errors import (
     DerivationError,
     GradcheckError,
@@ -181,6 +193,7 @@ class _Layout:
 class _Compiled:
     value_and_grad: Callable[..., Any]
     shifted: Callable[..., Any]
+    at_points: Callable[..., Any]
 
 
 # Layouts whose compiled functions are kept; each holds its loss alive.
@@ -201,7 +214,8 @@ def _compiled(layout: _Layout) -> _Compiled:
     def shifted(z, index, delta, d):
         return jax.vmap(lambda i, h: layout(z.at[i].add(h), d))(index, delta)
 
-    return _Compiled(value_and_grad, shifted)
+    at_points = jax.jit(jax.vmap(lambda z, d: layout(z, d), in_axes=(0, None)))
+    return _Compiled(value_and_grad, shifted, at_points)
 
 
 class _Problem:
@@ -350,6 +364,11 @@ class _References:
     chunk: int
     loss0: float | None = None
     why_not: str = ""
+    # The central differences before the complex step tightened them, and
+    # what became of it; the loss at whole points, for the Taylor test.
+    central: NumericEstimate | None = None
+    complex_step: ComplexStep | None = None
+    at_points: Callable[[Array], Array] | None = None
 
 
 def _traced_references(
@@ -405,8 +424,24 @@ def _traced_references(
         numeric = central_differences(
             evaluate, problem.z, steps, noise=noise, chunk=CHUNK
         )
+
+    def at_points(rows):
+        # Padded to a multiple of 32 rows, so that few shapes compile.
+        n = rows.shape[0]
+        padded = np.concatenate([rows, np.repeat(rows[:1], -n % 32, axis=0)])
+        with jax.enable_x64(True):
+            return np.asarray(fns.at_points(jnp.asarray(padded), data))[:n]
+
     return _References(
-        numeric, grad0, rounding, noise, steps, evaluate_points, CHUNK, float(loss0)
+        numeric,
+        grad0,
+        rounding,
+        noise,
+        steps,
+        evaluate_points,
+        min(CHUNK, 4 * problem.z.size),
+        float(loss0),
+        at_points=at_points,
     )
 
 
@@ -443,10 +478,25 @@ def _untraced_references(
             progress(min(done, total), total)
         return values
 
+    def at_points(rows):
+        return np.asarray(
+            [
+                _scalar_loss(_call_user(problem, "loss", z, problem.data, np), "")
+                for z in rows
+            ]
+        )
+
     steps = default_steps(problem.z, rel_step)
     numeric = central_differences(evaluate, problem.z, steps, noise=noise, chunk=64)
     return _References(
-        numeric, None, np.zeros(problem.z.size), noise, steps, evaluate_points, 64
+        numeric,
+        None,
+        np.zeros(problem.z.size),
+        noise,
+        steps,
+        evaluate_points,
+        64,
+        at_points=at_points,
     )
 
 
@@ -503,14 +553,80 @@ GradientReferences = _References
 
 
 def _references_of(
-    problem: _Problem, rel_step: float | None, progress: Progress | None
+    problem: _Problem,
+    rel_step: float | None,
+    progress: Progress | None,
+    complex_step: bool | None = None,
 ) -> _References:
     why_not = _trace_error(problem)
     if why_not:
         logger.warning("%s; judging against finite differences alone", why_not)
         refs = _untraced_references(problem, rel_step, progress)
-        return dataclasses.replace(refs, why_not=why_not)
-    return _traced_references(problem, rel_step, progress)
+        return dataclasses.replace(
+            refs,
+            why_not=why_not,
+            complex_step=ComplexStep("unavailable", "JAX cannot trace the loss"),
+        )
+    refs = _traced_references(problem, rel_step, progress)
+    return _with_complex_step(problem, refs, complex_step)
+
+
+def _with_complex_step(
+    problem: _Problem, refs: _References, complex_step: bool | None
+) -> _References:
+    """Tighten the numeric reference with the complex step where it agrees.
+
+    ``None`` tries it whenever the loss traces with complex parameters and
+    returns a complex value; ``False`` leaves the central differences.
+    """
+    if complex_step is False:
+        return dataclasses.replace(
+            refs, complex_step=ComplexStep("off", "complex_step=False")
+        )
+    why_not = _complex_error(problem)
+    if why_not:
+        return dataclasses.replace(
+            refs, complex_step=ComplexStep("unavailable", why_not)
+        )
+    value = complex_step_gradient(problem.layout, problem.z, problem.data, CHUNK)
+    offsets = np.cumsum([0] + problem.sizes)
+    names = problem.names + problem.probe_names
+    merged_value, merged_error = refs.numeric.value.copy(), refs.numeric.error.copy()
+    codes = {}
+    # Quantity by quantity, since each has its own band.
+    for k, name in enumerate(names):
+        part = slice(int(offsets[k]), int(offsets[k + 1]))
+        central = NumericEstimate(
+            refs.numeric.value[part], refs.numeric.error[part], refs.numeric.step[part]
+        )
+        estimate, code = merge_complex_step(
+            central, value[part], refs.autodiff[part], refs.rounding[part]
+        )
+        merged_value[part], merged_error[part] = estimate.value, estimate.error
+        codes[name] = code.reshape(problem.shapes[k])
+    merged = NumericEstimate(merged_value, merged_error, refs.numeric.step)
+    return dataclasses.replace(
+        refs, numeric=merged, central=refs.numeric, complex_step=record(codes)
+    )
+
+
+def _complex_error(problem: _Problem) -> str:
+    """Return why the loss cannot take a complex step, or ``""`` (cached)."""
+    try:
+        key = (problem.layout, _data_signature(problem.data))
+        hash(key)
+    except TypeError:  # unhashable static data: trace every time
+        return complex_loss_error(problem.layout, problem.z, problem.data)
+    if key not in _COMPLEX_ERRORS:
+        if len(_COMPLEX_ERRORS) >= CACHE_SIZE:
+            _COMPLEX_ERRORS.pop(next(iter(_COMPLEX_ERRORS)))
+        _COMPLEX_ERRORS[key] = complex_loss_error(
+            problem.layout, problem.z, problem.data
+        )
+    return _COMPLEX_ERRORS[key]
+
+
+_COMPLEX_ERRORS: dict[object, str] = {}
 
 
 def gradient_references(
@@ -519,6 +635,7 @@ def gradient_references(
     *data: object,
     probes: Mapping[str, tuple[int, ...]] | None = None,
     rel_step: float | None = None,
+    complex_step: bool | None = None,
 ) -> GradientReferences:
     """Compute the references :func:`compare_gradient` compares with, once.
 
@@ -527,13 +644,16 @@ def gradient_references(
 
     Returns:
         The references over the flat parameters and probes: ``numeric``
-        (the finite-difference estimate), ``autodiff`` (``None`` when the
-        loss cannot be traced; ``why_not`` then says why) and ``rounding``
-        (the allowance per entry), with what a second look at unsettled
-        entries needs.
+        (the finite-difference estimate, tightened by the complex step
+        where it was accepted; ``central`` keeps the central differences
+        and ``complex_step`` what became of it), ``autodiff`` (``None``
+        when the loss cannot be traced; ``why_not`` then says why) and
+        ``rounding`` (the allowance per entry), with what a second look at
+        unsettled entries needs.
     """
+    complex_step = check_complex_step_option(complex_step)
     problem = _Problem(loss, params, tuple(data), probes)
-    return _references_of(problem, rel_step, None)
+    return _references_of(problem, rel_step, None, complex_step)
 
 
 def compare_gradient(
@@ -548,6 +668,9 @@ def compare_gradient(
     reproduce: str = "",
     progress: Progress | None = None,
     references: GradientReferences | None = None,
+    complex_step: bool | None = None,
+    taylor: bool = True,
+    sweeps: bool = True,
 ) -> CheckResult:
     """Check a hand-written gradient against finite differences and JAX.
 
@@ -579,6 +702,15 @@ def compare_gradient(
             :func:`gradient_references` returns them for the same loss,
             params, data and probes, when several gradients are checked at
             one point; computed here when omitted.
+        complex_step: tighten the numeric reference with the complex step
+            (see :mod:`gradcheck._complex_step`) where it agrees with the
+            central difference and with autodiff; ``None`` (the default)
+            does so whenever the loss traces with complex parameters and
+            returns a complex value, ``False`` never. Ignored when
+            ``references`` are given: they carry their own.
+        taylor: run the Taylor-remainder test per leaf and probe (evidence
+            in the result, never part of the verdict).
+        sweeps: sweep the finite-difference step for the worst entries.
 
     Entries that do not settle are looked at again with one-sided
     differences (:mod:`gradcheck._kinks`): at a kink of the loss the
@@ -615,6 +747,7 @@ def compare_gradient(
             name="batch_size",
             value=batch_size,
         )
+    complex_step = check_complex_step_option(complex_step)
     problem = _Problem(loss, params, data, probes)
     for position, argument in enumerate(problem.data):
         for leaf in jax.tree_util.tree_leaves(argument):
@@ -659,7 +792,7 @@ def compare_gradient(
 
     refs = references
     if refs is None:
-        refs = _references_of(problem, rel_step, progress)
+        refs = _references_of(problem, rel_step, progress, complex_step)
         if refs.autodiff is not None:
             # The compiled loss must agree with the direct call: a loss that
             # draws random numbers while JAX traces it differs here.
@@ -724,10 +857,13 @@ def compare_gradient(
     # central difference is dominated by truncation (it changes from h to
     # h/2: a kink inside the step), or where a few ulps move autodiff by
     # more than finite differences are uncertain (a jump at the point).
+    # Judged on the central differences: a complex step's tiny error says
+    # nothing about a kink inside the step.
+    central = refs.numeric if refs.central is None else refs.central
     floor = np.maximum(refs.noise, ULP_FACTOR * EPS * abs(loss0))
     suspicious = np.flatnonzero(
-        (refs.numeric.error > 2.0 * 4.0 * floor / refs.steps)
-        | (refs.rounding > refs.numeric.error)
+        (central.error > 2.0 * 4.0 * floor / refs.steps)
+        | (refs.rounding > central.error)
     )
     if unsettled or suspicious.size:
         candidates = np.union1d(
@@ -745,6 +881,17 @@ def compare_gradient(
     subject = ", ".join(
         f"{n} {s}" for n, s in zip(problem.names, problem.shapes, strict=False)
     )
+
+    # Evidence beside the verdict: it never changes it.
+    by_name = dict(zip(names, analytic, strict=True))
+    tests = _taylor(problem, refs, by_name) if taylor else ()
+    step_sweeps = _sweeps(problem, refs, comparisons, parts) if sweeps else ()
+    diagnosis = contradictions(
+        tests,
+        failed=[c.name for c in comparisons if c.verdict is Verdict.FAIL],
+        passed=[c.name for c in comparisons if c.verdict is Verdict.PASS],
+        unsettled=[c.name for c in comparisons if c.verdict is Verdict.INCONCLUSIVE],
+    )
     return CheckResult(
         verdict=verdict,
         quantities=tuple(comparisons),
@@ -755,7 +902,80 @@ def compare_gradient(
         autodiff_skipped=why_not,
         label=label,
         reproduce=reproduce,
+        diagnosis=diagnosis,
+        complex_step=refs.complex_step,
+        taylor=tests,
+        sweeps=step_sweeps,
     )
+
+
+def _taylor(
+    problem: _Problem, refs: _References, analytic: Mapping[str, object]
+) -> tuple[TaylorTest, ...]:
+    """Run the Taylor-remainder test on every leaf and probe."""
+    if refs.at_points is None:
+        return ()
+    offsets = np.cumsum([0] + problem.sizes)
+    names = problem.names + problem.probe_names
+    parts = [slice(int(offsets[k]), int(offsets[k + 1])) for k in range(len(names))]
+    scale_of = refs.numeric.value if refs.autodiff is None else refs.autodiff
+    allowance = []
+    for name, part in zip(names, parts, strict=True):
+        # The rounding part of the band, in the analytic value's precision.
+        dtype = np.asarray(analytic[name]).dtype
+        ratio = (float_eps(dtype) if is_float_dtype(dtype) else EPS) / EPS
+        scale = float(np.max(np.abs(scale_of[part]), initial=0.0))
+        allowance.append(
+            SAFETY_FACTOR
+            * ratio
+            * (refs.rounding[part] + ROUNDING_FACTOR * EPS * scale)
+        )
+    with jax.enable_x64(True):
+        return taylor_tests(
+            refs.at_points,
+            problem.z,
+            names,
+            parts,
+            [analytic[n] for n in names],
+            refs.autodiff,
+            allowance,
+            noise=refs.noise,
+        )
+
+
+def _sweeps(
+    problem: _Problem,
+    refs: _References,
+    comparisons: list[QuantityComparison],
+    parts: Mapping[int, slice],
+) -> tuple[StepSweep, ...]:
+    """Sweep the step for the worst entries, in chunks of the compiled length."""
+    names = problem.names + problem.probe_names
+    where = {name: k for k, name in enumerate(names)}
+    sweeps = []
+    for q, entry, index in worst_entries(comparisons):
+        k = where[q.name]
+        coordinate = parts[k].start + int(
+            np.ravel_multi_index(index, problem.shapes[k])
+        )
+
+        def evaluate(shifts: Array, i: int = coordinate) -> Array:
+            # A compiled loss sees its usual chunk length; a plain one is
+            # called once per point, so it gets no padding.
+            n = shifts.size
+            chunk = refs.chunk if refs.autodiff is not None else n
+            size = -(-n // chunk) * chunk
+            delta = np.zeros(size)
+            delta[:n] = shifts
+            index_ = np.full(size, i, dtype=np.int64)
+            values = [
+                refs.evaluate(index_[j : j + chunk], delta[j : j + chunk])
+                for j in range(0, size, chunk)
+            ]
+            return np.concatenate(values)[:n]
+
+        sweeps.append(sweep_entry(evaluate, float(problem.z[coordinate]), entry))
+    return tuple(sweeps)
 
 
 def _second_look(
@@ -927,6 +1147,19 @@ def compare_vjp(
                 f"wrong for the random cotangents {', '.join(failed)}: it "
                 "ignores the upstream cotangent, or uses only its sum"
             )
+    taylor = tuple(
+        dataclasses.replace(t, quantity=f"{t.quantity} @ c{k}")
+        for k, result in results
+        for t in result.taylor
+    )
+    sweeps = tuple(
+        dataclasses.replace(s, entry=f"{s.entry} @ c{k}")
+        for k, result in results
+        for s in result.sweeps
+    )
+    notes = [r.diagnosis for _, r in results if r.diagnosis]
+    if notes and not diagnosis:
+        diagnosis = notes[0]
     return CheckResult(
         verdict=combine_verdicts([q.verdict for q in quantities]),
         quantities=quantities,
@@ -938,6 +1171,9 @@ def compare_vjp(
         reproduce=f"seed {seed}, {n_cotangents} cotangents",
         details={"cotangents": n_cotangents},
         diagnosis=diagnosis,
+        complex_step=first.complex_step,
+        taylor=taylor,
+        sweeps=sweeps,
     )
 
 

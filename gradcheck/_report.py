@@ -114,8 +114,9 @@ def results_json(campaign: dict) -> dict:
         A dict with the campaign's title, derivation, seed, count,
         interrupted flag, start time, duration, counts and largest
         discrepancies; ``checks``, one entry per check with its section,
-        label, verdict, architecture, first wrong quantity, parameter count
-        and batch size; and ``shrunk``, the smallest failing network's
+        label, verdict, architecture, first wrong quantity, parameter count,
+        batch size, numeric reference, Taylor order per quantity and step
+        sweeps of the worst entries; and ``shrunk``, the smallest failing network's
         architecture, first wrong quantity and label, or ``None``. Non-finite
         floats are already the strings ``"nan"``, ``"inf"`` and ``"-inf"``,
         so the dict dumps as strict JSON.
@@ -135,6 +136,18 @@ def results_json(campaign: dict) -> dict:
             "first_wrong": check.get("first_wrong"),
             "n_params": check.get("n_params"),
             "batch": check.get("batch"),
+            "numeric_reference": check.get("numeric_reference"),
+            "taylor_orders": {
+                t.get("quantity"): t.get("order_analytic")
+                for t in check.get("taylor") or ()
+            },
+            "sweeps": [
+                {
+                    key: sweep.get(key)
+                    for key in ("entry", "steps", "vs_autodiff", "vs_analytic", "band")
+                }
+                for sweep in check.get("sweeps") or ()
+            ],
         }
         for section, check in _iter_checks(campaign)
     ]
@@ -472,6 +485,123 @@ def render_plot_svg(campaign: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------
+# The step sweeps, drawn as small inline SVG
+
+# Colours of the swept entries, in order; the text names each entry too.
+SWEEP_COLOURS = ("#2f5d8a", "#c2571a", "#5b2a86", "#1e6b34")
+
+
+def _log10_positive(values: Iterable[object]) -> list[float | None]:
+    """Return log10 of each value, ``None`` for zero, negative or non-finite ones."""
+    out: list[float | None] = []
+    for v in values:
+        f = _as_float(v)
+        out.append(
+            math.log10(f) if f is not None and f > 0 and math.isfinite(f) else None
+        )
+    return out
+
+
+def render_sweep_svg(sweeps: object) -> str:
+    """Draw the step sweeps of one check as an inline ``<svg>``, or ``""``.
+
+    One colour per entry: a solid line for ``|numeric - autodiff|``, a
+    dashed one for ``|numeric - analytic|``, and a dotted level for the
+    entry's band, all against the relative step on log-log axes (the
+    step falls to the right, as in the sweep). The drawing is a few
+    hundred bytes of plain SVG per entry, so that a report with hundreds
+    of checks stays small and needs no plotting library.
+    """
+    if not isinstance(sweeps, (list, tuple)) or not sweeps:
+        return ""
+    sweeps = [s for s in sweeps[: len(SWEEP_COLOURS)] if isinstance(s, Mapping)]
+    lines = []
+    for s in sweeps:
+        steps = _log10_positive(s.get("steps", ()))
+        for key, dash in (("vs_autodiff", ""), ("vs_analytic", "5 3")):
+            lines.append((steps, _log10_positive(s.get(key, ())), dash))
+    ys = [y for _, line, _ in lines for y in line if y is not None]
+    ys += [y for y in _log10_positive(s.get("band") for s in sweeps) if y is not None]
+    xs = [x for steps, _, _ in lines for x in steps if x is not None]
+    if not ys or not xs:
+        return ""
+    y_low, y_high = math.floor(min(ys)), math.ceil(max(ys))
+    if y_high == y_low:
+        y_high += 1
+    x_low, x_high = math.floor(min(xs)), math.ceil(max(xs))
+    width, height, left, right, top = 560, 230, 58, 14, 10 + 14 * len(sweeps)
+    bottom = 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def px(x: float) -> float:  # larger steps on the left
+        return left + plot_w * (x_high - x) / (x_high - x_low)
+
+    def py(y: float) -> float:
+        return top + plot_h * (y_high - y) / (y_high - y_low)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" '
+        'aria-label="error of the central difference against its step" '
+        'font-family="system-ui, sans-serif" font-size="10">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" '
+        'fill="#fff" stroke="#cfd6de"/>',
+    ]
+    for x in range(x_low, x_high + 1, 2):
+        parts.append(
+            f'<line x1="{px(x):.1f}" y1="{top}" x2="{px(x):.1f}" '
+            f'y2="{top + plot_h}" stroke="#eef1f4"/>'
+            f'<text x="{px(x):.1f}" y="{top + plot_h + 13}" text-anchor="middle" '
+            f'fill="#5f6b7a">1e{x}</text>'
+        )
+    stride = max(1, math.ceil((y_high - y_low) / 6))
+    for y in range(y_low, y_high + 1, stride):
+        parts.append(
+            f'<line x1="{left}" y1="{py(y):.1f}" x2="{left + plot_w}" '
+            f'y2="{py(y):.1f}" stroke="#eef1f4"/>'
+            f'<text x="{left - 4}" y="{py(y) + 3:.1f}" text-anchor="end" '
+            f'fill="#5f6b7a">1e{y}</text>'
+        )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle" '
+        'fill="#5f6b7a">relative step</text>'
+    )
+    for k, s in enumerate(sweeps):
+        colour = SWEEP_COLOURS[k]
+        for steps, line, dash in lines[2 * k : 2 * k + 2]:
+            # Zero errors (exact agreement) sit on the bottom edge.
+            points = [
+                f"{px(x):.1f},{py(y_low if y is None else y):.1f}"
+                for x, y in zip(steps, line, strict=False)
+                if x is not None
+            ]
+            dashes = f' stroke-dasharray="{dash}"' if dash else ""
+            parts.append(
+                f'<polyline points="{" ".join(points)}" fill="none" '
+                f'stroke="{colour}" stroke-width="1.5"{dashes}/>'
+            )
+        band = _log10_positive([s.get("band")])[0]
+        if band is not None:
+            parts.append(
+                f'<line x1="{left}" y1="{py(band):.1f}" x2="{left + plot_w}" '
+                f'y2="{py(band):.1f}" stroke="{colour}" stroke-dasharray="1 3"/>'
+            )
+        name = Markup.escape(str(s.get("entry", "")))
+        parts.append(
+            f'<text x="{left}" y="{10 + 14 * k}" fill="{colour}">&#9472; {name}: '
+            "solid vs autodiff, dashed vs analytic, dotted band</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def format_order(value: object) -> str:
+    """Format a Taylor order with two decimals, or a dash for none."""
+    f = _as_float(value)
+    return "\u2013" if f is None else f"{f:.2f}"
+
+
+# ---------------------------------------------------------------------------
 # The page
 
 
@@ -493,6 +623,8 @@ def _environment() -> jinja2.Environment:
     env.filters["details"] = format_details
     env.filters["size"] = _quantity_size
     env.filters["band_ratio"] = _entry_band_ratio
+    env.filters["sweep_svg"] = lambda sweeps: Markup(render_sweep_svg(sweeps))
+    env.filters["order"] = format_order
     env.tests["over"] = _is_over
     return env
 

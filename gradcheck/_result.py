@@ -7,7 +7,10 @@ import warnings
 from dataclasses import dataclass, field
 
 from gradcheck._compare import QuantityComparison, Verdict
+from gradcheck._complex_step import ComplexStep
 from gradcheck._networks import Network
+from gradcheck._sweeps import StepSweep
+from gradcheck._taylor import TaylorTest
 from gradcheck.errors import (
     GradientMismatchError,
     InconclusiveWarning,
@@ -57,6 +60,12 @@ class CheckResult:
         diagnosis: what the whole check says about the mistake, beyond any
             one quantity (for example a backward pass right only for the
             all-ones cotangent), or empty.
+        complex_step: what became of the complex-step reference (accepted
+            entries, rejections and why), or ``None`` where it was not tried.
+        taylor: the Taylor-remainder test per quantity (see
+            :mod:`gradcheck._taylor`); evidence, never part of the verdict.
+        sweeps: the central difference against its step for the worst
+            entries (see :mod:`gradcheck._sweeps`).
     """
 
     verdict: Verdict
@@ -73,6 +82,16 @@ class CheckResult:
     reproduce: str = ""
     details: dict[str, object] = field(default_factory=dict)
     diagnosis: str = ""
+    complex_step: ComplexStep | None = None
+    taylor: tuple[TaylorTest, ...] = ()
+    sweeps: tuple[StepSweep, ...] = ()
+
+    @property
+    def numeric_reference(self) -> str:
+        """Name the numeric reference used, in words."""
+        if self.complex_step is None:
+            return "central differences"
+        return self.complex_step.numeric_reference
 
     def __repr__(self) -> str:
         failed = sum(q.verdict is Verdict.FAIL for q in self.quantities)
@@ -110,6 +129,12 @@ class CheckResult:
             "reproduce": self.reproduce,
             "details": self.details,
             "diagnosis": self.diagnosis,
+            "numeric_reference": self.numeric_reference,
+            "complex_step": None
+            if self.complex_step is None
+            else self.complex_step.to_dict(),
+            "taylor": [t.to_dict() for t in self.taylor],
+            "sweeps": [s.to_dict() for s in self.sweeps],
             "quantities": [q.to_dict() for q in self.quantities],
         }
 
@@ -140,7 +165,9 @@ def format_failure(result: CheckResult) -> str:
     if result.autodiff_skipped:
         lines.append(f"autodiff skipped: {result.autodiff_skipped}")
     if result.diagnosis:
-        lines.append(f"likely cause: {result.diagnosis}")
+        # The Taylor test's notes are evidence, not a cause.
+        what = "note" if result.diagnosis.startswith("Taylor") else "likely cause"
+        lines.append(f"{what}: {result.diagnosis}")
     failing = [q for q in result.quantities if q.verdict is Verdict.FAIL]
     for q in failing[:MAX_MESSAGE_QUANTITIES]:
         lines.append("")

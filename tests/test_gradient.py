@@ -364,8 +364,28 @@ def test_inconclusive_check_warns_and_result_repr_is_short():
         g = ex.grad(p, x, labels)
         return {**g, "W1": 0.0 * g["W1"]}
 
+    # Central differences alone cannot resolve gradients this small.
     with pytest.warns(InconclusiveWarning, match=r"inconclusive on \['W1'\]"):
-        result = check_gradient(ex.loss, zero_first_layer, tiny, x, labels)
+        result = check_gradient(
+            ex.loss, zero_first_layer, tiny, x, labels, complex_step=False
+        )
 
     assert repr(result).startswith("CheckResult(verdict='inconclusive'")
     assert len(repr(result)) < 200
+
+
+def test_complex_step_resolves_a_mistake_far_below_central_differences():
+    from examples import tanh_softmax as ex
+
+    params, x, labels = ex.example_problem()
+    tiny = {name: 1e-8 * value for name, value in params.items()}
+
+    def zero_first_layer(p, x, labels):
+        g = ex.grad(p, x, labels)
+        return {**g, "W1": 0.0 * g["W1"]}
+
+    result = compare_gradient(ex.loss, zero_first_layer, tiny, x, labels)
+
+    assert result.verdict == "fail"
+    assert result.first_wrong == "W1"
+    assert result.numeric_reference == "complex step"

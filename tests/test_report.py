@@ -356,7 +356,9 @@ def test_results_json_lists_every_check_compactly(passing, failing):
         "generated #1",
         "generated #0",
     ]
-    assert data["checks"][1] == {
+    row = data["checks"][1]
+    evidence = ("numeric_reference", "taylor_orders", "sweeps")
+    assert {k: v for k, v in row.items() if k not in evidence} == {
         "section": "Generated architectures",
         "label": "generated #1",
         "verdict": "fail",
@@ -365,6 +367,10 @@ def test_results_json_lists_every_check_compactly(passing, failing):
         "n_params": NETWORK.n_params,
         "batch": 4,
     }
+    assert row["numeric_reference"] == "complex step"
+    assert set(row["taylor_orders"]) == {f"dE/d{n}" for n in NETWORK.param_shapes()}
+    assert 1 <= len(row["sweeps"]) <= 3
+    assert len(row["sweeps"][0]["vs_autodiff"]) == len(row["sweeps"][0]["steps"])
     assert data["checks"][2]["section"] == "Real data: scikit-learn digits"
     assert data["shrunk"] == {
         "architecture": NETWORK.describe(),
@@ -428,3 +434,24 @@ def test_render_html_renders_an_empty_campaign():
 
     assert "no checks ran" in html
     assert "No checks to plot." in html
+
+
+def test_report_draws_the_step_sweeps_and_the_taylor_orders(tmp_path, failing):
+    campaign = _campaign([failing], [])
+
+    html_path, _ = write_report(campaign, tmp_path)
+    html = html_path.read_text(encoding="utf-8")
+
+    assert "Step sweep of the worst entries" in html
+    assert 'aria-label="error of the central difference against its step"' in html
+    assert "<polyline" in html
+    assert "Taylor remainder along a random direction" in html
+    assert "Numeric reference: complex step" in html
+    # Self-contained: nothing is fetched from elsewhere.
+    assert not re.search(r'(src|href)="https?:', html)
+    assert "<script" not in html
+
+
+def test_sweep_svg_is_empty_without_sweeps():
+    assert _report.render_sweep_svg([]) == ""
+    assert _report.render_sweep_svg(None) == ""
