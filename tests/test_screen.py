@@ -178,3 +178,14 @@ def test_screen_checks_a_misshapen_quantity_in_full():
 def test_compare_rejects_bad_screen_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         compare_delta_rule(*_case(), 0.5, **kwargs)
+
+
+def test_report_summarises_a_screen():
+    from gradcheck._report import format_details
+
+    result = compare_delta_rule(*_case(), 0.5, method="screen")
+
+    text = format_details(result.to_dict()["details"])
+
+    assert text.startswith("screen=4 directions (seed 0); largest miss probability ")
+    assert text.endswith("checked in full: none")
