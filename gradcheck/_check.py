@@ -11,7 +11,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gradcheck._behaviour import check_unchanged, snapshot
-from gradcheck._compare import Reference, Verdict, combine_verdicts, compare_quantity
+from gradcheck._compare import (
+    QuantityComparison,
+    Reference,
+    Verdict,
+    combine_verdicts,
+    compare_quantity,
+)
 from gradcheck._complex_step import (
     ComplexStep,
     check_complex_step_option,
@@ -29,6 +35,7 @@ from gradcheck._result import (
     raise_on_failure,
 )
 from gradcheck._rounding import delta_rule_error_bounds
+from gradcheck._screen import screen_delta_rule
 from gradcheck._taylor import contradictions
 from gradcheck.errors import (
     DerivationError,
@@ -134,6 +141,9 @@ def compare_delta_rule(
     label: str = "",
     reproduce: str = "",
     references: Mapping[str, Reference] | None = None,
+    method: str = "full",
+    directions: int | None = None,
+    seed: int = 0,
     complex_step: bool | None = None,
     taylor: bool = True,
     sweeps: bool = True,
@@ -162,15 +172,31 @@ def compare_delta_rule(
         references: the references of this very point, as
             ``compute_references(network, params, x, d, eta, rel_step)``
             returns them, when the caller checks several derivations at one
-            point and computes them once; computed here when omitted.
+            point and computes them once; computed here when omitted. Only
+            with ``method="full"``.
+        method: ``"full"`` takes finite differences along every parameter
+            and probe column; ``"screen"`` along ``directions`` random
+            directions per tensor (see :mod:`gradcheck._screen`), then
+            checks in full the quantities that did not pass, so that a
+            failure still names entries and the first wrong quantity.
+            ``result.details["screen"]`` records, per screened quantity,
+            the achieved relative band and the probability that an error
+            of relative size 1e-2, 1e-4 or 1e-6 went unseen.
+        directions: directions per tensor for ``method="screen"``; 4 by
+            default.
+        seed: seeds the directions of ``method="screen"``.
         complex_step: tighten the numeric reference with the complex step
             (see :mod:`gradcheck._complex_step`) where it agrees with the
             central difference; ``None`` (the default) does so for networks
             of up to ``COMPLEX_STEP_AUTO_PARAMS`` parameters, where it costs
-            a fraction of the references.
+            a fraction of the references. With ``method="screen"`` it
+            applies to the quantities checked in full.
         taylor: run the Taylor-remainder test on ``dE/dW`` and ``dE/db``
-            (evidence in the result, never part of the verdict).
-        sweeps: sweep the finite-difference step for the worst entries.
+            (evidence in the result, never part of the verdict); with
+            ``method="screen"``, only when every parameter gradient was
+            checked in full.
+        sweeps: sweep the finite-difference step for the worst entries of
+            the quantities checked in full.
 
     Returns:
         The :class:`CheckResult`; it never raises on a wrong derivation.
@@ -181,6 +207,7 @@ def compare_delta_rule(
             names or leaves out the gradient.
         InvalidTypeError: arguments of the wrong type.
     """
+    directions = _check_method(method, directions, seed, references)
     if not isinstance(network, Network):
         raise InvalidTypeError(
             f"network must be a gradcheck.Network, got {type(network)!r}",
@@ -221,8 +248,44 @@ def compare_delta_rule(
     # caller's training loop; name it rather than check around it.
     check_unchanged(before, given, "derivation", derivation)
     analytic, not_provided = _collect_analytic(network, returned)
-    if references is None:
-        references = compute_references(network, params, x, d, eta, rel_step)
+
+    details: dict[str, object] = {}
+    full = [name for name in quantity_names(network) if name in analytic]
+    screened: dict[str, QuantityComparison] = {}
+    if method == "screen":
+        outcome = screen_delta_rule(
+            network,
+            params,
+            x,
+            d,
+            eta,
+            analytic,
+            directions=directions,
+            seed=seed,
+            rel_step=rel_step,
+        )
+        screened = {c.name: c for c in outcome.comparisons}
+        # Drill down: what did not pass the screen is checked in full, on
+        # its own parameters and probe columns only.
+        full = list(outcome.suspicious)
+        details["screen"] = {
+            "directions": directions,
+            "seed": seed,
+            "quantities": outcome.details,
+            "checked_in_full": full,
+        }
+    if references is None and full:
+        references = compute_references(
+            network,
+            params,
+            x,
+            d,
+            eta,
+            rel_step,
+            only=None if method == "full" else full,
+            path=None if method == "full" else "structured",
+        )
+    references = references or {}
     step_record = ComplexStep("off", "complex_step=False")
     if complex_step is None:
         complex_step = network.n_params <= COMPLEX_STEP_AUTO_PARAMS
@@ -231,7 +294,9 @@ def compare_delta_rule(
             f"automatic: more than {COMPLEX_STEP_AUTO_PARAMS} parameters; "
             "pass complex_step=True to use it",
         )
-    if complex_step:
+    if not full:
+        step_record = ComplexStep("off", "nothing was checked in full")
+    elif complex_step:
         references, step_record = delta_rule_complex_step(
             network, params, x, d, eta, references
         )
@@ -239,16 +304,20 @@ def compare_delta_rule(
     # A derivation in lower precision is held to error bounds in its own
     # epsilon, which follow the terms each quantity is made of.
     bounds: dict[str, object] = {}
-    if any(float_eps(_dtype_of(a)) > EPS for a in analytic.values()):
+    if full and any(float_eps(_dtype_of(a)) > EPS for a in analytic.values()):
         bounds = delta_rule_error_bounds(network, params, x, d, eta)
-    comparisons = tuple(
-        compare_quantity(
+    checked = {
+        name: compare_quantity(
             name,
             analytic[name],
             references[name],
             batch_size=x.shape[0],
             error_bound=bounds.get(name),  # type: ignore[arg-type]
         )
+        for name in full
+    }
+    comparisons = tuple(
+        checked.get(name) or screened[name]
         for name in quantity_names(network)
         if name in analytic
     )
@@ -257,10 +326,13 @@ def compare_delta_rule(
 
     # Evidence beside the verdict: it never changes it.
     taylor_tests = ()
-    if taylor:
+    gradients = [f"dE/d{name}" for name in network.param_shapes()]
+    if taylor and all(name in references for name in gradients):
         taylor_tests = delta_rule_taylor(network, params, x, d, analytic, references)
     step_sweeps = (
-        delta_rule_sweeps(network, params, x, d, eta, comparisons) if sweeps else ()
+        delta_rule_sweeps(network, params, x, d, eta, tuple(checked.values()))
+        if sweeps
+        else ()
     )
     diagnosis = contradictions(
         taylor_tests,
@@ -280,11 +352,60 @@ def compare_delta_rule(
         not_provided=not_provided,
         label=label,
         reproduce=reproduce,
+        details=details,
         diagnosis=diagnosis,
         complex_step=step_record,
         taylor=taylor_tests,
         sweeps=step_sweeps,
     )
+
+
+METHODS = ("full", "screen")
+DEFAULT_DIRECTIONS = 4
+
+
+def _check_method(
+    method: object, directions: object, seed: object, references: object
+) -> int:
+    """Validate the method's arguments; return the number of directions."""
+    if method not in METHODS:
+        raise InvalidArgumentError(
+            f"method must be one of {METHODS}, got method={method!r}",
+            name="method",
+            value=method,
+        )
+    if method == "full":
+        if directions is not None:
+            raise InvalidArgumentError(
+                "directions apply to method='screen' only, got "
+                f"directions={directions!r} with method='full'",
+                name="directions",
+                value=directions,
+            )
+        return 0
+    if references is not None:
+        raise InvalidArgumentError(
+            "references apply to method='full' only; a screen computes the "
+            "references it needs",
+            name="references",
+            value=type(references).__name__,
+        )
+    if directions is None:
+        directions = DEFAULT_DIRECTIONS
+    for name, value, least in (("directions", directions, 1), ("seed", seed, 0)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, np.integer)
+        ):
+            raise InvalidTypeError(
+                f"{name} must be an int, got {name}={value!r}", name=name, value=value
+            )
+        if value < least:
+            raise InvalidArgumentError(
+                f"{name} must be at least {least}, got {name}={value!r}",
+                name=name,
+                value=value,
+            )
+    return int(directions)  # type: ignore[arg-type]
 
 
 def check_delta_rule(*args: object, **kwargs: object) -> CheckResult:

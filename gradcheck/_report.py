@@ -266,10 +266,29 @@ def format_details(details: object) -> str:
         return ""
     parts = []
     for key, value in details.items():
+        if key == "screen" and isinstance(value, Mapping):
+            value = _format_screen(value)
         if isinstance(value, float):
             value = format_sci(value)
         parts.append(f"{key}={value}")
     return "  ".join(parts)
+
+
+def _format_screen(screen: Mapping[str, Any]) -> str:
+    """Summarise a screen: its directions, worst miss chances, what was drilled."""
+    quantities = [
+        q for q in (screen.get("quantities") or {}).values() if q.get("screened")
+    ]
+    worst = {}
+    for q in quantities:
+        for size, p in q["miss_probability"].items():
+            worst[size] = max(worst.get(size, 0.0), p)
+    chances = ", ".join(f"{format_sci(p)} at {size}" for size, p in worst.items())
+    full = ", ".join(screen.get("checked_in_full") or ()) or "none"
+    return (
+        f"{screen.get('directions')} directions (seed {screen.get('seed')}); "
+        f"largest miss probability {chances}; checked in full: {full}"
+    )
 
 
 def _worst_band_ratio(check: Mapping[str, Any]) -> float | None:
