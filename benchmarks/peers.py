@@ -735,7 +735,12 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from gradcheck._bench_report import add_ratios, format_table, write_bench_report
+    from gradcheck._bench_report import (
+        add_ratios,
+        format_seconds,
+        format_table,
+        write_bench_report,
+    )
 
     started = datetime.now(UTC)
     start = time.perf_counter()
@@ -758,8 +763,9 @@ def main(argv: list[str] | None = None) -> int:
                 planted=not args.no_planted,
             )
             print(
-                f"  {name}: first {row['first_s']}, median {row['median_s']} "
-                f"({row['repeats']}) {row['note']}",
+                f"  {name}: first call {format_seconds(row['first_s'])}, median "
+                f"{format_seconds(row['median_s'])} of {row['repeats']} "
+                f"{row['note']}".rstrip(),
                 flush=True,
             )
             rows.append(row)
@@ -783,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = None
     if args.scale:
         scale = measure_scale(SCALE_SIZES, args.seed)
-        print(f"\nscale: {scale}", flush=True)
+        print("\n" + "\n".join(_scale_lines(scale)), flush=True)
 
     rows = [row for section in sections for row in section["rows"]]
     disagreements = [
@@ -823,6 +829,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"right gradient not passed by: {', '.join(disagreements)}")
         return 1
     return 0
+
+
+def _scale_lines(scale: dict) -> list[str]:
+    from gradcheck._bench_report import format_seconds
+
+    head = f"scale: {'-'.join(map(str, scale['sizes']))}"
+    if "n_params" not in scale:
+        return [f"{head}: {scale['note']}"]
+    return [
+        f"{head}, P = {scale['n_params']:,}, screening with "
+        f"{scale['directions']} directions",
+        f"  right gradient: {format_seconds(scale['right_s'])}, "
+        f"{scale['right_verdict']}",
+        f"  planted error: {format_seconds(scale['planted_s'])}, "
+        f"{scale['planted_verdict']} at {scale['planted_first_wrong']}",
+        f"  peak memory (maxrss): {scale['maxrss_mb']:.0f} MB",
+    ]
 
 
 def _throughput_lines(summary: dict) -> list[str]:
