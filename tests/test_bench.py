@@ -112,7 +112,7 @@ class TestSelection:
         args = peers._parse(["--quick"])
 
         assert (args.sizes, args.budget, args.max_repeats) == ("small", 5.0, 3)
-        assert args.throughput == 100
+        assert args.throughput == 100 and args.planted_limit == 30.0
 
     def test_sizes_have_the_stated_parameter_counts(self):
         counts = {
@@ -149,6 +149,19 @@ class TestRepeats:
 
         assert row["median_s"] is None and row["right_passes"] is None
         assert "no_such_mod is not installed" in row["note"]
+
+    def test_time_checker_skips_the_planted_error_of_a_slow_checker(self):
+        calls = []
+        checker = peers.Checker(
+            "stub", "stub()", "-", lambda p, planted: calls.append(planted) or True
+        )
+        problem = peers.make_problem("tiny", (2, 3, 1))
+
+        row = peers.time_checker(checker, problem, 1.0, 3, 1, planted_limit_s=-1.0)
+
+        assert calls == [False, False]
+        assert row["planted_flagged"] is None
+        assert "planted error not run (first call over -1 s)" in row["note"]
 
     def test_time_checker_repeats_and_runs_the_planted_error(self):
         calls = []
