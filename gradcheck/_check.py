@@ -11,7 +11,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gradcheck._behaviour import check_unchanged, snapshot
-from gradcheck._compare import Reference, combine_verdicts, compare_quantity
+from gradcheck._compare import (
+    QuantityComparison,
+    Reference,
+    combine_verdicts,
+    compare_quantity,
+)
 from gradcheck._delta_rule import delta_rule, quantity_names, required_quantity_names
 from gradcheck._networks import Network, check_data, check_params
 from gradcheck._numeric import EPS, default_steps
@@ -23,6 +28,7 @@ from gradcheck._result import (
     raise_on_failure,
 )
 from gradcheck._rounding import delta_rule_error_bounds
+from gradcheck._screen import screen_delta_rule
 from gradcheck.errors import (
     DerivationError,
     DerivationLoadError,
@@ -122,6 +128,9 @@ def compare_delta_rule(
     label: str = "",
     reproduce: str = "",
     references: Mapping[str, Reference] | None = None,
+    method: str = "full",
+    directions: int | None = None,
+    seed: int = 0,
 ) -> CheckResult:
     """Check a delta-rule derivation against finite differences and JAX.
 
@@ -147,7 +156,19 @@ def compare_delta_rule(
         references: the references of this very point, as
             ``compute_references(network, params, x, d, eta, rel_step)``
             returns them, when the caller checks several derivations at one
-            point and computes them once; computed here when omitted.
+            point and computes them once; computed here when omitted. Only
+            with ``method="full"``.
+        method: ``"full"`` takes finite differences along every parameter
+            and probe column; ``"screen"`` along ``directions`` random
+            directions per tensor (see :mod:`gradcheck._screen`), then
+            checks in full the quantities that did not pass, so that a
+            failure still names entries and the first wrong quantity.
+            ``result.details["screen"]`` records, per screened quantity,
+            the achieved relative band and the probability that an error
+            of relative size 1e-2, 1e-4 or 1e-6 went unseen.
+        directions: directions per tensor for ``method="screen"``; 4 by
+            default.
+        seed: seeds the directions of ``method="screen"``.
 
     Returns:
         The :class:`CheckResult`; it never raises on a wrong derivation.
@@ -158,6 +179,7 @@ def compare_delta_rule(
             names or leaves out the gradient.
         InvalidTypeError: arguments of the wrong type.
     """
+    directions = _check_method(method, directions, seed, references)
     if not isinstance(network, Network):
         raise InvalidTypeError(
             f"network must be a gradcheck.Network, got {type(network)!r}",
@@ -197,22 +219,61 @@ def compare_delta_rule(
     # caller's training loop; name it rather than check around it.
     check_unchanged(before, given, "derivation", derivation)
     analytic, not_provided = _collect_analytic(network, returned)
-    if references is None:
-        references = compute_references(network, params, x, d, eta, rel_step)
+
+    details: dict[str, object] = {}
+    full = [name for name in quantity_names(network) if name in analytic]
+    screened: dict[str, QuantityComparison] = {}
+    if method == "screen":
+        outcome = screen_delta_rule(
+            network,
+            params,
+            x,
+            d,
+            eta,
+            analytic,
+            directions=directions,
+            seed=seed,
+            rel_step=rel_step,
+        )
+        screened = {c.name: c for c in outcome.comparisons}
+        # Drill down: what did not pass the screen is checked in full, on
+        # its own parameters and probe columns only.
+        full = list(outcome.suspicious)
+        details["screen"] = {
+            "directions": directions,
+            "seed": seed,
+            "quantities": outcome.details,
+            "checked_in_full": full,
+        }
+    if references is None and full:
+        references = compute_references(
+            network,
+            params,
+            x,
+            d,
+            eta,
+            rel_step,
+            only=None if method == "full" else full,
+            path=None if method == "full" else "structured",
+        )
 
     # A derivation in lower precision is held to error bounds in its own
     # epsilon, which follow the terms each quantity is made of.
     bounds: dict[str, object] = {}
-    if any(float_eps(_dtype_of(a)) > EPS for a in analytic.values()):
+    if full and any(float_eps(_dtype_of(a)) > EPS for a in analytic.values()):
         bounds = delta_rule_error_bounds(network, params, x, d, eta)
-    comparisons = tuple(
-        compare_quantity(
+    checked = {
+        name: compare_quantity(
             name,
             analytic[name],
             references[name],
             batch_size=x.shape[0],
             error_bound=bounds.get(name),  # type: ignore[arg-type]
         )
+        for name in full
+    }
+    comparisons = tuple(
+        checked.get(name) or screened[name]
         for name in quantity_names(network)
         if name in analytic
     )
@@ -230,7 +291,56 @@ def compare_delta_rule(
         not_provided=not_provided,
         label=label,
         reproduce=reproduce,
+        details=details,
     )
+
+
+METHODS = ("full", "screen")
+DEFAULT_DIRECTIONS = 4
+
+
+def _check_method(
+    method: object, directions: object, seed: object, references: object
+) -> int:
+    """Validate the method's arguments; return the number of directions."""
+    if method not in METHODS:
+        raise InvalidArgumentError(
+            f"method must be one of {METHODS}, got method={method!r}",
+            name="method",
+            value=method,
+        )
+    if method == "full":
+        if directions is not None:
+            raise InvalidArgumentError(
+                "directions apply to method='screen' only, got "
+                f"directions={directions!r} with method='full'",
+                name="directions",
+                value=directions,
+            )
+        return 0
+    if references is not None:
+        raise InvalidArgumentError(
+            "references apply to method='full' only; a screen computes the "
+            "references it needs",
+            name="references",
+            value=type(references).__name__,
+        )
+    if directions is None:
+        directions = DEFAULT_DIRECTIONS
+    for name, value, least in (("directions", directions, 1), ("seed", seed, 0)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, np.integer)
+        ):
+            raise InvalidTypeError(
+                f"{name} must be an int, got {name}={value!r}", name=name, value=value
+            )
+        if value < least:
+            raise InvalidArgumentError(
+                f"{name} must be at least {least}, got {name}={value!r}",
+                name=name,
+                value=value,
+            )
+    return int(directions)  # type: ignore[arg-type]
 
 
 def check_delta_rule(*args: object, **kwargs: object) -> CheckResult:

@@ -31,13 +31,15 @@ whatever the number of shifts.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from gradcheck._networks import Network, bias_name, weight_name
 
@@ -66,7 +68,13 @@ def sigmoid(s: Array, out: Array | None = None) -> Array:
     return np.reciprocal(out, out=out)
 
 
-def _one_blas_thread() -> threadpool_limits:
+@functools.lru_cache(maxsize=1)
+def _controller() -> ThreadpoolController:
+    # Finding the loaded BLAS libraries takes about a millisecond; do it once.
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
     """Limit BLAS to one thread while chunks of shifts are evaluated.
 
     The products here are small, ``(K * batch, n_w) @ (n_w, n_x)``;
@@ -75,7 +83,7 @@ def _one_blas_thread() -> threadpool_limits:
     one thread against 1.4 s on two busy ones, for 104,488 shifts of a
     64-128-128-10 network).
     """
-    return threadpool_limits(limits=1, user_api="blas")
+    return _controller().limit(limits=1, user_api="blas")
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,34 @@ class Point:
                     out[rows[sel]] = self._column_losses(layer, column[sel], shift)
             start += n
         return out
+
+    def dense_losses(self, v: int, ds: Array) -> Array:
+        """Return each example's loss with ``ds[k]`` added to all of ``s_v``.
+
+        Args:
+            v: a non-input layer.
+            ds: the change of its net input per row, ``(K, batch, n_v)``.
+
+        Returns:
+            ``(K, batch)``.
+        """
+        out = np.empty(ds.shape[:2])
+        size = max(1, CHUNK_ELEMENTS // (self.batch * max(self.network.sizes[v:])))
+        with _one_blas_thread():
+            for i in range(0, ds.shape[0], size):
+                out[i : i + size] = self._propagate(v, {v: ds[i : i + size].copy()})
+        return out
+
+    def output_shift_losses(self, dy: Array) -> Array:
+        """Return each example's loss with ``dy[k]`` added to the outputs.
+
+        Args:
+            dy: the change of the outputs per row, ``(K, batch, n_out)``.
+
+        Returns:
+            ``(K, batch)``.
+        """
+        return 0.5 * np.sum((self.d - self.y[-1] - dy) ** 2, axis=-1)
 
     def _chunks(self, rows: NDArray[np.int64], v: int) -> list[range]:
         """Split ``rows`` into chunks whose arrays above layer ``v`` stay small."""

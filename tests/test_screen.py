@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: MIT
+"""Directional screening with drill-down: compare_delta_rule(method="screen")."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_references import _draw_case
+
+from gradcheck import Network, Verdict, compare_delta_rule, delta_rule, mutants
+from gradcheck._screen import MISS_SIZES
+from gradcheck.errors import InvalidArgumentError, InvalidTypeError
+
+NETWORK = Network((5, 9, 9, 3), skips=((1, 3),), bias=True)
+NO_BIAS = Network((4, 6, 3, 2), skips=((0, 2), (0, 3)), bias=False)
+
+
+def _case(network=NETWORK, batch=4, seed=2):
+    return (network, *_draw_case(network, batch, seed))
+
+
+@pytest.mark.parametrize(("network", "batch"), [(NETWORK, 4), (NO_BIAS, 1)])
+def test_screen_passes_a_right_derivation_and_states_its_miss_probability(
+    network, batch
+):
+    case = _case(network, batch)
+
+    result = compare_delta_rule(*case, 0.5, method="screen", directions=3, seed=1)
+
+    assert result.verdict is Verdict.PASS
+    screen = result.details["screen"]
+    assert screen["directions"] == 3
+    assert screen["seed"] == 1
+    assert screen["checked_in_full"] == []
+    for name, facts in screen["quantities"].items():
+        if name.startswith("dy/ds"):
+            assert facts == {"screened": False}
+            continue
+        assert facts["directions"] == 3
+        assert 0 < facts["relative_band"] < 1e-4, name
+        miss = facts["miss_probability"]
+        assert list(miss) == [f"{size:g}" for size in MISS_SIZES]
+        assert miss["0.01"] < miss["0.0001"] < miss["1e-06"] <= 1.0
+        assert miss["0.01"] < 1e-9, name
+    json.dumps(result.to_dict())
+
+
+def test_screen_is_repeatable_and_follows_its_seed():
+    case = _case()
+
+    first = compare_delta_rule(*case, 0.5, method="screen", seed=0)
+    again = compare_delta_rule(*case, 0.5, method="screen", seed=0)
+    other = compare_delta_rule(*case, 0.5, method="screen", seed=1)
+
+    band = first.details["screen"]["quantities"]["dE/dW[0->1]"]["relative_band"]
+    assert again.details == first.details
+    assert other.details["screen"]["quantities"]["dE/dW[0->1]"]["relative_band"] != (
+        band
+    )
+
+
+# Mistakes at the output, in a hidden layer, in a skip's successors, in a
+# bias gradient and in an update.
+MUTANTS = [
+    "output-slope-missing",
+    "hidden-sum-transposed",
+    "skip-successors-missing",
+    "bias-gradient-averaged",
+    "eta-twice",
+]
+
+
+@pytest.mark.parametrize("name", MUTANTS)
+def test_screen_drills_down_to_the_first_wrong_quantity(name):
+    case = _case()
+    mutant = mutants.get(name)
+
+    full = compare_delta_rule(*case, 0.5, mutant.derivation)
+    screen = compare_delta_rule(*case, 0.5, mutant.derivation, method="screen")
+
+    assert screen.verdict is Verdict.FAIL
+    assert screen.first_wrong == full.first_wrong == mutant.expected_first(case[0])
+    drilled = screen.details["screen"]["checked_in_full"]
+    assert screen.first_wrong in drilled
+    # The drilled-down quantity is the full check's, entries and all, up
+    # to the rounding of shifted losses evaluated in other chunks.
+    drilled_down, checked = (
+        screen.quantity(screen.first_wrong),
+        full.quantity(full.first_wrong),
+    )
+    assert drilled_down.n_mismatched == checked.n_mismatched
+    assert [w.name for w in drilled_down.worst] == [w.name for w in checked.worst]
+    for ours, theirs in zip(drilled_down.worst, checked.worst, strict=True):
+        assert ours.analytic == theirs.analytic
+        assert abs(ours.numeric - theirs.numeric) <= 0.25 * theirs.band
+
+
+def test_screen_finds_one_wrong_entry_among_many_right_ones():
+    network, params, x, d = _case(Network((12, 30, 2), bias=True))
+
+    def one_entry_off(network, params, x, d, eta):
+        q = delta_rule(network, params, x, d, eta)
+        q["dE/dW[0->1]"] = q["dE/dW[0->1]"].copy()
+        q["dE/dW[0->1]"][3, 7] += 1e-3 * np.abs(q["dE/dW[0->1]"]).max()
+        return q
+
+    result = compare_delta_rule(
+        network, params, x, d, 0.5, one_entry_off, method="screen", directions=2
+    )
+
+    assert result.verdict is Verdict.FAIL
+    assert result.first_wrong == "dE/dW[0->1]"
+    assert result.details["screen"]["checked_in_full"] == ["dE/dW[0->1]"]
+    worst = result.quantity("dE/dW[0->1]").worst[0]
+    assert worst.name == "dE/dW[0->1][3,7]"
+
+
+def test_screen_checks_a_misshapen_quantity_in_full():
+    case = _case()
+
+    def transposed(network, params, x, d, eta):
+        q = delta_rule(network, params, x, d, eta)
+        q["dE/dW[1->2]"] = q["dE/dW[1->2]"][:, :-1]
+        return q
+
+    result = compare_delta_rule(*case, 0.5, transposed, method="screen")
+
+    assert result.verdict is Verdict.FAIL
+    assert result.first_wrong == "dE/dW[1->2]"
+    assert "shape" in result.quantity("dE/dW[1->2]").note
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"method": "fast"},
+            InvalidArgumentError,
+            r"method must be one of \('full', 'screen'\), got method='fast'",
+        ),
+        (
+            {"directions": 4},
+            InvalidArgumentError,
+            r"directions apply to method='screen' only, got directions=4",
+        ),
+        (
+            {"method": "screen", "directions": 0},
+            InvalidArgumentError,
+            r"directions must be at least 1, got directions=0",
+        ),
+        (
+            {"method": "screen", "directions": 2.0},
+            InvalidTypeError,
+            r"directions must be an int, got directions=2.0",
+        ),
+        (
+            {"method": "screen", "seed": -1},
+            InvalidArgumentError,
+            r"seed must be at least 0, got seed=-1",
+        ),
+        (
+            {"method": "screen", "references": {}},
+            InvalidArgumentError,
+            r"references apply to method='full' only",
+        ),
+    ],
+    ids=[
+        "unknown-method",
+        "directions-with-full",
+        "no-directions",
+        "float-directions",
+        "negative-seed",
+        "references-with-screen",
+    ],
+)
+def test_compare_rejects_bad_screen_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        compare_delta_rule(*_case(), 0.5, **kwargs)
