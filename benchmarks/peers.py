@@ -81,8 +81,9 @@ ETA = 0.1
 # directions sees it only through that entry's share of each direction.
 PLANT_FRACTION = 1e-2
 
-# Directions for the screening mode.
-DIRECTIONS = 16
+# Directions per tensor for the screening mode, as compare_delta_rule
+# draws by default.
+DIRECTIONS = 4
 
 # Pass criteria for the peers that return a number rather than a verdict.
 # scipy's check_grad returns the 2-norm of analytic minus forward
@@ -422,7 +423,7 @@ CHECKERS = {
         Checker(
             "gradcheck-screen",
             f'compare_delta_rule(..., method="screen", directions={DIRECTIONS})',
-            f"{DIRECTIONS} random directions",
+            f"{DIRECTIONS} random directions per tensor",
             _run_screen,
             compiles=True,
             missing=screen_missing,
@@ -489,9 +490,14 @@ def select_checkers(spec: str | None) -> list[str]:
 
 
 def select_sizes(spec: str | None) -> list[str]:
-    """Return the size names a comma-separated ``--sizes`` value selects."""
+    """Return the size names a comma-separated ``--sizes`` value selects.
+
+    ``"none"`` selects none, for a run of the throughput or ``--scale`` alone.
+    """
     if not spec or spec == "all":
         return list(SIZES)
+    if spec == "none":
+        return []
     names = [name.strip() for name in spec.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SIZES))
     if unknown:
@@ -674,7 +680,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="the small size, a budget of 5 s, 3 repeats at most, planted "
         "errors only for checks under 30 s, 100 networks of throughput",
     )
-    parser.add_argument("--sizes", help=f"comma-separated, of {', '.join(SIZES)}")
+    parser.add_argument(
+        "--sizes", help=f"comma-separated, of {', '.join(SIZES)}; or none"
+    )
     parser.add_argument(
         "--checkers", help=f"comma-separated, of {', '.join(CHECKERS)}"
     )

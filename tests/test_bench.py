@@ -105,6 +105,7 @@ class TestSelection:
     def test_sizes(self):
         assert peers.select_sizes(None) == ["small", "large"]
         assert peers.select_sizes("large,small") == ["small", "large"]
+        assert peers.select_sizes("none") == []
         with pytest.raises(ValueError, match="unknown sizes"):
             peers.select_sizes("huge")
 
