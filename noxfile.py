@@ -8,6 +8,12 @@ import nox
 nox.options.sessions = ["tests"]
 nox.options.reuse_venv = "yes"
 
+# The peers the bench session times gradcheck against. torch is pinned to
+# its CPU build: an unpinned torch resolves to a CUDA build of several GB.
+# Here the CPU wheel lies in pip's find-links; elsewhere, set
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
+BENCH_PEERS = ["torch==2.13.0+cpu", "scipy"]
+
 # Sessions run on the interpreter nox itself runs on, so a fresh machine
 # needs no other Python.
 
@@ -43,9 +49,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measure fuzzing throughput: generated networks fully checked per second."""
-    session.install("-e", ".")
-    session.run("python", "benchmarks/throughput.py", *session.posargs)
+    """Time gradcheck beside torch, scipy and JAX checkers; write reports/bench.*."""
+    session.install("-e", ".", *BENCH_PEERS)
+    session.run("python", "benchmarks/peers.py", *session.posargs)
 
 
 @nox.session

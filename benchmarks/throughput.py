@@ -178,31 +178,38 @@ def _compare_paths(n: int, seed_: int) -> tuple[float, float]:
     return timings[0], timings[1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    _configure(args.single_thread)
-    sys.path.insert(0, os.getcwd())
-    per_worker = [
-        args.count // args.workers + (i < args.count % args.workers)
-        for i in range(args.workers)
-    ]
+def measure(
+    count: int,
+    workers: int,
+    max_params: int = 100,
+    seed_: int = 0,
+    strategy: str = "seeded",
+    single_thread: bool = False,
+) -> dict[str, object]:
+    """Generate and check ``count`` networks in ``workers`` processes.
+
+    The wall clock starts when every worker has compiled and stops when the
+    last one is done, so it covers drawing each case through Hypothesis as
+    well as checking it. Each worker is a fresh (spawned) process with its
+    own JAX; XLA and BLAS use their default threads per process unless
+    ``single_thread``.
+
+    Returns:
+        The settings and the measured figures: ``checked``, ``wall_s``,
+        ``per_s`` (networks per second, wall), ``cpu_ms`` (processor time
+        per network, all workers), ``checking_ms`` (the checks alone, per
+        network per worker), ``compile_s`` (the slowest worker's one-off
+        compile), ``failed`` and ``inconclusive``.
+    """
+    per_worker = [count // workers + (i < count % workers) for i in range(workers)]
     context = multiprocessing.get_context("spawn")
-    barrier = context.Manager().Barrier(args.workers + 1)
-    with context.Pool(args.workers) as pool:
-        pending = pool.map_async(
-            _fuzz,
-            [
-                (
-                    args.seed + i,
-                    n,
-                    args.max_params,
-                    args.single_thread,
-                    args.strategy,
-                    barrier,
-                )
-                for i, n in enumerate(per_worker)
-            ],
-        )
+    barrier = context.Manager().Barrier(workers + 1)
+    jobs = [
+        (seed_ + i, n, max_params, single_thread, strategy, barrier)
+        for i, n in enumerate(per_worker)
+    ]
+    with context.Pool(workers) as pool:
+        pending = pool.map_async(_fuzz, jobs)
         barrier.wait()
         start = time.perf_counter()
         results = pending.get()
@@ -211,28 +218,57 @@ def main(argv: list[str] | None = None) -> int:
     checked = sum(r["checked"] for r in results)
     checking = sum(r["checking_s"] for r in results)
     cpu = sum(r["cpu_s"] for r in results)
-    print(
-        f"{checked} networks of at most {args.max_params} parameters from "
-        f"{args.strategy} cases, {args.workers} worker(s), XLA "
-        f"{'single-threaded' if args.single_thread else 'multi-threaded'}"
+    return {
+        "count": count,
+        "workers": workers,
+        "max_params": max_params,
+        "seed": seed_,
+        "strategy": strategy,
+        "single_thread": single_thread,
+        "checked": checked,
+        "wall_s": wall,
+        "per_s": checked / wall,
+        "cpu_ms": 1e3 * cpu / checked,
+        "checking_ms": 1e3 * checking / checked,
+        "compile_s": max(r["compile_s"] for r in results),
+        "failed": sum(r["failed"] for r in results),
+        "inconclusive": sum(r["inconclusive"] for r in results),
+    }
+
+
+def format_summary(summary: dict) -> list[str]:
+    """Return the lines that describe one :func:`measure` summary."""
+    workers = summary["workers"]
+    threads = "single-threaded" if summary["single_thread"] else "multi-threaded"
+    return [
+        f"{summary['checked']} networks of at most {summary['max_params']} "
+        f"parameters from {summary['strategy']} cases, {workers} worker(s), "
+        f"XLA {threads}",
+        f"  generated and fully checked: {summary['per_s']:.1f} networks/s (wall)",
+        f"  CPU time: {summary['cpu_ms']:.2f} ms per network, so "
+        f"{1e3 * workers / summary['cpu_ms']:.1f} networks/s on {workers} free cores",
+        f"  checking alone: {summary['checking_ms']:.2f} ms per network per worker"
+        f" ({1e3 * workers / summary['checking_ms']:.1f} networks/s on {workers})",
+        f"  one-off compile per worker: {summary['compile_s']:.1f} s "
+        "(not counted above)",
+        f"  verdicts: {summary['failed']} failed, "
+        f"{summary['inconclusive']} inconclusive",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    _configure(args.single_thread)
+    sys.path.insert(0, os.getcwd())
+    summary = measure(
+        args.count,
+        args.workers,
+        args.max_params,
+        args.seed,
+        args.strategy,
+        args.single_thread,
     )
-    print(f"  generated and fully checked: {checked / wall:.1f} networks/s (wall)")
-    print(
-        f"  CPU time: {1e3 * cpu / checked:.2f} ms per network, so "
-        f"{args.workers * checked / cpu:.1f} networks/s on {args.workers} free cores"
-    )
-    print(
-        f"  checking alone: {1e3 * checking / checked:.2f} ms per network per worker"
-        f" ({checked / checking * args.workers:.1f} networks/s on {args.workers})"
-    )
-    print(
-        f"  one-off compile per worker: "
-        f"{max(r['compile_s'] for r in results):.1f} s (not counted above)"
-    )
-    print(
-        f"  verdicts: {sum(r['failed'] for r in results)} failed, "
-        f"{sum(r['inconclusive'] for r in results)} inconclusive"
-    )
+    print("\n".join(format_summary(summary)))
     if args.plain:
         plain, padded = _compare_paths(args.plain, args.seed)
         print(
