@@ -331,7 +331,7 @@ def compare_delta_rule(
         taylor_tests = delta_rule_taylor(network, params, x, d, analytic, references)
     step_sweeps = (
         delta_rule_sweeps(network, params, x, d, eta, tuple(checked.values()))
-        if sweeps
+        if sweeps and checked
         else ()
     )
     diagnosis = contradictions(

@@ -8,9 +8,14 @@ tensor instead, and compares directional derivatives::
     <analytic, r>   against   numeric d/dt E(z + t r)   and   <autodiff, r>
 
 with the same central differences at ``h`` and ``h / 2``, Richardson
-extrapolation, error estimate, rounding allowance and three-way triage as
-a full check (:mod:`gradcheck._compare`): references that disagree make the
-tensor inconclusive, never a failure.
+extrapolation, error estimate and three-way triage as a full check
+(:mod:`gradcheck._compare`): references that disagree make the tensor
+inconclusive, never a failure. Autodiff is evaluated once, at the point;
+where a full check measures how far rounding moves each reference (the
+perturbation trials), a screen estimates it a priori. Whatever does not
+pass the screen is checked in full, so the screen decides no failure and
+no inconclusive verdict on its own: it only decides what is left out of
+the full check.
 
 Directions are drawn per tensor (``dE/dW[u->v]`` and ``Delta W[u->v]``
 share those of ``W[u->v]``; ``theta[v]`` and ``dE/dy[o]`` get directions
@@ -55,22 +60,19 @@ from gradcheck._compare import (
     compare_quantity,
 )
 from gradcheck._delta_rule import quantity_names
-from gradcheck._networks import Network
+from gradcheck._networks import Network, bias_name, weight_name
 from gradcheck._numeric import (
     EPS,
+    JITTER,
     ROUNDING_FACTOR,
     NumericEstimate,
     combine_elementwise,
     default_steps,
+    elementwise_points,
 )
 from gradcheck._precision import float_eps, is_float_dtype
-from gradcheck._references import (
-    _autodiff_rows,
-    _draw_trials,
-    _perturbation_spread,
-    _sigmoid_differences,
-)
-from gradcheck._structured import Point
+from gradcheck._references import _autodiff_rows, _Draws
+from gradcheck._structured import Point, sigmoid
 
 __all__ = ["MISS_SIZES", "ScreenOutcome", "screen_delta_rule"]
 
@@ -78,6 +80,10 @@ Array = NDArray[np.float64]
 
 # Relative sizes of an error at which the miss probability is recorded.
 MISS_SIZES = (1e-2, 1e-4, 1e-6)
+
+# How many standard deviations of the first-order change of the loss under
+# the perturbation trials the screen's a-priori noise bound takes.
+NOISE_SPREADS = 3.0
 
 
 @dataclass(frozen=True)
@@ -154,18 +160,13 @@ def screen_delta_rule(
     batch = x.shape[0]
     shapes = network.param_shapes()
     z = np.concatenate([np.ravel(params[name]) for name in shapes])
-    draws = _draw_trials(network, z, x, d)
     with jax.enable_x64(True):
-        rows = _autodiff_rows(network, draws)
-        base = rows[0]
-        moved = _perturbation_spread(rows)
-        num_slopes = _sigmoid_differences(base["s"], moved, rel_step)
+        base = _autodiff_at_point(network, z, x, d)
+    moved = _rounding_bounds(network, base, z, params, x)
+    num_slopes = _sigmoid_differences(base["s"], moved, rel_step)
 
     tensors = _tensors(network, base, moved, batch)
-    rng = np.random.default_rng(seed)
-    drawn = {
-        t.key: rng.standard_normal((directions, *t.shape)) for t in tensors.values()
-    }
+    drawn = _draw_directions(tensors, directions, seed)
     point = Point.at(network, params, x, d)
     numeric = _directional_differences(point, tensors, drawn, moved["loss"], rel_step)
 
@@ -217,6 +218,113 @@ def screen_delta_rule(
     )
     suspicious = tuple(c.name for c in comparisons if c.verdict is not Verdict.PASS)
     return ScreenOutcome(comparisons, details, suspicious)
+
+
+def _autodiff_at_point(
+    network: Network, z: Array, x: Array, d: Array
+) -> dict[str, object]:
+    """Evaluate autodiff at the point alone, in one compiled call.
+
+    A full check also evaluates it at perturbation trials, to measure how
+    far rounding moves each entry. A screen takes an a-priori bound
+    instead (:func:`_rounding_bounds`): an estimate that is too tight only
+    sends a quantity to the full check, which measures.
+    """
+    batch = x.shape[0]
+    draws = _Draws(
+        z[None],
+        x[None],
+        d[None],
+        [np.zeros((1, batch, n)) for n in network.sizes[1:]],
+        np.zeros((1, batch, network.sizes[-1])),
+        np.zeros(1),
+    )
+    return _autodiff_rows(network, draws)[0]
+
+
+def _rounding_bounds(
+    network: Network,
+    base: Mapping[str, object],
+    z: Array,
+    params: Mapping[str, Array],
+    x: Array,
+) -> dict[str, object]:
+    """Estimate, a priori, what the perturbation trials of a full check measure.
+
+    The trials move every parameter, net input and output ``a`` by
+    ``JITTER * u * |a|``, ``u`` uniform in [-1, 1] and independent per
+    entry, which moves the loss by ``JITTER * sum(u * c)`` to first order,
+    with ``c = |dE/da * a|``. That sum has the standard deviation
+    ``sqrt(sum(c^2) / 3)``, and the largest of six trials is rarely over
+    three of those, and the estimate takes ``NOISE_SPREADS`` of them, plus
+    ``JITTER`` of the loss itself. The trials move a net input ``s`` by
+    ``JITTER`` times ``m``, the sum of ``|s|`` and the magnitudes of the
+    terms that make it, so the sigmoid by ``JITTER m y (1 - y)`` plus an
+    ulp of ``y``; and a slope ``y (1 - y)`` computed from a rounded
+    ``y`` is off by ``|1 - 2y|`` ulps of ``y``. Per-entry gradients get no
+    measured part: :func:`_project_autodiff` floors them at the tensor's
+    scale.
+    """
+    s, y = base["s"], base["sigma"]
+    columns = np.concatenate([*s, y[-1]], axis=1)
+    loss = float(np.sum(base["losses"]))
+    spread = math.sqrt(
+        (
+            float(np.sum((base["g_z"] * z) ** 2))
+            + float(np.sum((base["g_cols"] * columns) ** 2))
+        )
+        / 3.0
+    )
+    bounds: dict[str, object] = {
+        "g_z": np.zeros_like(base["g_z"]),
+        "g_cols": np.zeros_like(base["g_cols"]),
+        "loss": JITTER * (abs(loss) + NOISE_SPREADS * spread),
+        "slopes": [],
+    }
+    outputs = [x, *y]
+    for v, (s_v, y_v) in enumerate(zip(s, y, strict=True), start=1):
+        # How far the trials move s_v: its own probe, and every term of
+        # the sum that makes it.
+        moved = np.abs(s_v)
+        for u in network.predecessors(v):
+            moved = moved + np.abs(outputs[u]) @ np.abs(params[weight_name(u, v)])
+        if network.bias:
+            moved = moved + np.abs(params[bias_name(v)])
+        slope = y_v * (1.0 - y_v)
+        bounds[f"sigma[{v}]"] = JITTER * (moved * slope + y_v)
+        bounds["slopes"].append(
+            JITTER * (np.abs(1.0 - 2.0 * y_v) * (y_v + slope * moved) + slope)
+        )
+    return bounds
+
+
+def _sigmoid_differences(
+    s: list[Array], moved: Mapping[str, object], rel_step: float | None
+) -> list[NumericEstimate]:
+    """Differentiate the sigmoid at every net input, with numpy."""
+    estimates = []
+    for v, s_v in enumerate(s, start=1):
+        h = default_steps(s_v, rel_step)
+        points = elementwise_points(s_v, h)
+        values = tuple(sigmoid(np.array(p)) for p in points)
+        estimates.append(
+            combine_elementwise(values, points, h, noise=moved[f"sigma[{v}]"])
+        )
+    return estimates
+
+
+def _draw_directions(
+    tensors: Mapping[str, _Tensor], directions: int, seed: int
+) -> dict[str, Array]:
+    """Draw ``directions`` standard normal directions per tensor, in one call."""
+    rng = np.random.default_rng(seed)
+    sizes = [directions * math.prod(t.shape) for t in tensors.values()]
+    flat = rng.standard_normal(sum(sizes))
+    drawn, start = {}, 0
+    for (key, tensor), size in zip(tensors.items(), sizes, strict=True):
+        drawn[key] = flat[start : start + size].reshape(directions, *tensor.shape)
+        start += size
+    return drawn
 
 
 @dataclass(frozen=True)
@@ -350,8 +458,11 @@ def _project_autodiff(tensor: _Tensor, r: Array) -> tuple[Array, Array]:
     g = tensor.autodiff.reshape(n)
     floor = ROUNDING_FACTOR * EPS * float(np.max(np.abs(g), initial=0.0))
     autodiff = flat @ g
-    terms = np.stack([tensor.rounding.reshape(n) + floor, np.abs(g)], axis=1)
-    rounding, magnitude = (np.abs(flat) @ terms).T
+    weights = np.abs(flat)
+    rounding = floor * weights.sum(axis=1)
+    if tensor.rounding.any():
+        rounding += weights @ tensor.rounding.reshape(n)
+    magnitude = weights @ np.abs(g)
     return autodiff, rounding + (math.log2(n) + 2.0) * EPS * magnitude
 
 
