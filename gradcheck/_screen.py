@@ -427,7 +427,7 @@ def _directional_differences(
         q = np.concatenate([item[1] for item in items])
         h = np.concatenate([np.full(item[1].shape[0], item[2]) for item in items])
         shifts = np.concatenate([h, -h, h / 2.0, -h / 2.0])
-        ds = shifts[:, None, None] * np.tile(q, (4, 1, 1))
+        ds = (shifts.reshape(4, -1, 1, 1) * q[None]).reshape(-1, *q.shape[1:])
         if layer < 0:
             losses = point.output_shift_losses(ds)
         else:

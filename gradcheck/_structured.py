@@ -226,11 +226,14 @@ class Point:
         Returns:
             ``(K, batch)``.
         """
+        # Unlike the one-entry shifts above, these are few rows of whole
+        # net inputs, so their products are large enough for BLAS threads
+        # to pay off (measured: 1.7 ms on two threads against 2.4 ms on one
+        # for 48 directions of a 128-256-256-10 network).
         out = np.empty(ds.shape[:2])
         size = max(1, CHUNK_ELEMENTS // (self.batch * max(self.network.sizes[v:])))
-        with _one_blas_thread():
-            for i in range(0, ds.shape[0], size):
-                out[i : i + size] = self._propagate(v, {v: ds[i : i + size].copy()})
+        for i in range(0, ds.shape[0], size):
+            out[i : i + size] = self._propagate(v, {v: ds[i : i + size].copy()})
         return out
 
     def output_shift_losses(self, dy: Array) -> Array:
