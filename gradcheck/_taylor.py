@@ -190,24 +190,24 @@ def taylor_tests(
     """
     steps = np.asarray(TAYLOR_STEPS)
     directions = taylor_directions(z, parts, seed)
-    points = z + steps[None, :, None] * directions[:, None, :]
-    moves = points - z  # as represented
-    values = np.asarray(
-        evaluate_points(np.concatenate([z[None], points.reshape(-1, z.size)])),
-        dtype=np.float64,
-    )
-    loss0, shifted = values[0], values[1:].reshape(len(parts), steps.size)
     tests = []
     for k, (name, part) in enumerate(zip(names, parts, strict=True)):
         g = np.asarray(analytic[k], dtype=np.float64).ravel()
         if g.size != part.stop - part.start or not np.isfinite(g).all():
             continue
-        move = moves[k][:, part]
+        # One quantity's points at a time, so that memory follows one
+        # tensor's steps, not all of them; the unperturbed point comes first
+        # in every call, so that every call has the same number of rows.
+        points = np.broadcast_to(z, (steps.size + 1, z.size)).copy()
+        points[1:, part] += steps[:, None] * directions[k][None, part]
+        move = points[1:, part] - z[part]  # as represented
+        values = np.asarray(evaluate_points(points), dtype=np.float64)
+        loss0, shifted_k = values[0], values[1:]
         step_noise = 2.0 * np.maximum(
-            noise, ULP_FACTOR * EPS * np.maximum(abs(loss0), np.abs(shifted[k]))
+            noise, ULP_FACTOR * EPS * np.maximum(abs(loss0), np.abs(shifted_k))
         )
         floor = step_noise + np.abs(move) @ np.asarray(allowance[k]).ravel()
-        change = shifted[k] - loss0
+        change = shifted_k - loss0
         r_analytic = np.abs(change - move @ g)
         r_autodiff = None
         if autodiff is not None:
