@@ -220,6 +220,27 @@ def _run_screen(problem: Problem, planted: bool) -> bool:
     return _run_gradcheck(problem, planted, method="screen", directions=DIRECTIONS)
 
 
+def _run_screen_one(problem: Problem, planted: bool) -> bool:
+    return _run_gradcheck(problem, planted, method="screen", directions=1)
+
+
+def full_check_peak_mb(problem: Problem) -> float:
+    """Return the peak of numpy and Python allocations in one full check, MiB.
+
+    Measured with ``tracemalloc``, which numpy reports its arrays to; JAX's
+    own buffers are not counted, and neither is what was allocated before.
+    """
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        _run_gradcheck(problem, planted=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20
+
+
 def screen_missing() -> str | None:
     """Say why the screening mode cannot run here, or return None if it can."""
     from gradcheck import compare_delta_rule
@@ -429,6 +450,14 @@ CHECKERS = {
             missing=screen_missing,
         ),
         Checker(
+            "gradcheck-screen-1",
+            'compare_delta_rule(..., method="screen", directions=1)',
+            "1 random direction per tensor",
+            _run_screen_one,
+            compiles=True,
+            missing=screen_missing,
+        ),
+        Checker(
             "torch",
             "torch.autograd.gradcheck(loss, (z,))",
             "every entry",
@@ -512,8 +541,7 @@ def missing_reason(checker: Checker) -> str | None:
             __import__(checker.needs)
         except ImportError:
             return (
-                f"not run: {checker.needs} is not installed "
-                "(nox -s bench installs it)"
+                f"not run: {checker.needs} is not installed (nox -s bench installs it)"
             )
     if checker.missing is not None:
         return checker.missing()
@@ -584,8 +612,10 @@ def time_checker(
     start = time.perf_counter()
     passes = [checker.run(problem, False)]
     first = time.perf_counter() - start
-    n = repeats if repeats is not None else choose_repeats(
-        first, budget_s, max_repeats, checker.compiles
+    n = (
+        repeats
+        if repeats is not None
+        else choose_repeats(first, budget_s, max_repeats, checker.compiles)
     )
     samples = []
     for _ in range(n):
@@ -683,9 +713,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes", help=f"comma-separated, of {', '.join(SIZES)}; or none"
     )
-    parser.add_argument(
-        "--checkers", help=f"comma-separated, of {', '.join(CHECKERS)}"
-    )
+    parser.add_argument("--checkers", help=f"comma-separated, of {', '.join(CHECKERS)}")
     parser.add_argument(
         "--budget", type=float, default=30.0, help="seconds of repeats per checker"
     )
@@ -809,12 +837,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
         rows = add_ratios(rows)
         print(format_table(rows), flush=True)
+        peak = None
+        if "gradcheck" in names:
+            peak = full_check_peak_mb(problem)
+            print(f"  full check peak allocations (tracemalloc): {peak:.1f} MiB")
         sections.append(
             {
                 "name": size,
                 "sizes": list(problem.sizes),
                 "n_params": problem.n_params,
                 "rows": rows,
+                "full_check_peak_mb": peak,
             }
         )
 
