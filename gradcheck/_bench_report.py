@@ -12,7 +12,6 @@ that the console and the page show the same figures.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -22,12 +21,12 @@ from pathlib import Path
 import jinja2
 
 from gradcheck._report import (
-    _strict,
-    _write_atomically,
+    check_summary,
     format_duration,
     format_started,
+    page_environment,
+    write_page,
 )
-from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
     "HTML_NAME",
@@ -174,39 +173,21 @@ def format_table(rows: Sequence[Mapping]) -> str:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("gradcheck", "templates"),
-        autoescape=jinja2.select_autoescape(
-            enabled_extensions=("html", "html.j2"), default_for_string=True
-        ),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
+    return page_environment(
+        {
+            "seconds": format_seconds,
+            "ratio": format_ratio,
+            "yes_no": _yes_no,
+            "duration": format_duration,
+            "started": format_started,
+        }
     )
-    env.filters["seconds"] = format_seconds
-    env.filters["ratio"] = format_ratio
-    env.filters["yes_no"] = _yes_no
-    env.filters["duration"] = format_duration
-    env.filters["started"] = format_started
-    return env
 
 
 def _check_summary(summary: object) -> dict:
-    if not isinstance(summary, dict):
-        raise InvalidTypeError(
-            f"summary must be a dict, got {type(summary)!r}",
-            name="summary",
-            value=summary,
-        )
-    missing = [key for key in _REQUIRED_KEYS if key not in summary]
-    if missing:
-        raise InvalidArgumentError(
-            f"summary is missing the keys {missing}; benchmarks/peers.py "
-            "builds a complete one",
-            name="summary",
-            value=missing,
-        )
-    return summary
+    return check_summary(
+        summary, _REQUIRED_KEYS, "summary", "benchmarks/peers.py builds a complete one"
+    )
 
 
 def render_bench_html(summary: dict) -> str:
@@ -229,12 +210,6 @@ def write_bench_report(
         OSError: the directory cannot be created or written.
     """
     summary = _check_summary(summary)
-    html = render_bench_html(summary)
-    data = json.dumps(_strict(summary), indent=2, allow_nan=False, ensure_ascii=False)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    html_path, json_path = directory / HTML_NAME, directory / JSON_NAME
-    _write_atomically(html_path, html)
-    _write_atomically(json_path, data + "\n")
-    logger.info("benchmark report written to %s", html_path)
-    return html_path, json_path
+    return write_page(
+        directory, (HTML_NAME, render_bench_html(summary)), (JSON_NAME, summary)
+    )

@@ -8,7 +8,6 @@ self-contained like it, and atomically, with the same helpers.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,13 +15,13 @@ from pathlib import Path
 import jinja2
 
 from gradcheck._report import (
-    _strict,
-    _write_atomically,
+    check_summary,
     format_duration,
     format_sci,
     format_started,
+    page_environment,
+    write_page,
 )
-from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["HTML_NAME", "JSON_NAME", "render_mutation_html", "write_mutation_report"]
 
@@ -51,39 +50,21 @@ def _examples(value: object, budget: int) -> str:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("gradcheck", "templates"),
-        autoescape=jinja2.select_autoescape(
-            enabled_extensions=("html", "html.j2"), default_for_string=True
-        ),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
+    return page_environment(
+        {
+            "sci": format_sci,
+            "duration": format_duration,
+            "started": format_started,
+            "percent": _percent,
+            "examples": _examples,
+        }
     )
-    env.filters["sci"] = format_sci
-    env.filters["duration"] = format_duration
-    env.filters["started"] = format_started
-    env.filters["percent"] = _percent
-    env.filters["examples"] = _examples
-    return env
 
 
 def _check_summary(summary: object) -> dict:
-    if not isinstance(summary, dict):
-        raise InvalidTypeError(
-            f"summary must be a dict, got {type(summary)!r}",
-            name="summary",
-            value=summary,
-        )
-    missing = [key for key in _REQUIRED_KEYS if key not in summary]
-    if missing:
-        raise InvalidArgumentError(
-            f"summary is missing the keys {missing}; summarise_mutations "
-            "builds a complete one",
-            name="summary",
-            value=missing,
-        )
-    return summary
+    return check_summary(
+        summary, _REQUIRED_KEYS, "summary", "summarise_mutations builds a complete one"
+    )
 
 
 def render_mutation_html(summary: dict) -> str:
@@ -101,12 +82,6 @@ def write_mutation_report(
         The paths of the two files.
     """
     summary = _check_summary(summary)
-    html = render_mutation_html(summary)
-    data = json.dumps(_strict(summary), indent=2, allow_nan=False, ensure_ascii=False)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    html_path, json_path = directory / HTML_NAME, directory / JSON_NAME
-    _write_atomically(html_path, html)
-    _write_atomically(json_path, data + "\n")
-    logger.info("mutation report written to %s", html_path)
-    return html_path, json_path
+    return write_page(
+        directory, (HTML_NAME, render_mutation_html(summary)), (JSON_NAME, summary)
+    )

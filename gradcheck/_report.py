@@ -25,7 +25,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -80,22 +80,42 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def _check_campaign(campaign: object) -> Mapping[str, Any]:
-    if not isinstance(campaign, Mapping):
+def check_summary(
+    summary: object, required: Iterable[str], what: str, builder: str
+) -> dict:
+    """Return ``summary`` if it is a dict with every ``required`` key.
+
+    Args:
+        summary: what a report is to be written from.
+        required: the keys it needs.
+        what: its name in messages (``"campaign"``, ``"summary"``).
+        builder: what builds a complete one, for the message.
+
+    Raises:
+        InvalidTypeError: ``summary`` is not a dict.
+        InvalidArgumentError: it lacks some of the keys.
+    """
+    if not isinstance(summary, Mapping):
         raise InvalidTypeError(
-            f"campaign must be a dict, got {type(campaign)!r}",
-            name="campaign",
-            value=campaign,
+            f"{what} must be a dict, got {type(summary)!r}", name=what, value=summary
         )
-    missing = [key for key in _REQUIRED_KEYS if key not in campaign]
+    missing = [key for key in required if key not in summary]
     if missing:
         raise InvalidArgumentError(
-            f"campaign is missing the keys {missing}; a campaign dict needs "
-            f"at least {list(_REQUIRED_KEYS)}",
-            name="campaign",
+            f"{what} is missing the keys {missing}; {builder}",
+            name=what,
             value=missing,
         )
-    return campaign
+    return summary  # type: ignore[return-value]
+
+
+def _check_campaign(campaign: object) -> Mapping[str, Any]:
+    return check_summary(
+        campaign,
+        _REQUIRED_KEYS,
+        "campaign",
+        f"a campaign dict needs at least {list(_REQUIRED_KEYS)}",
+    )
 
 
 def _iter_checks(campaign: Mapping[str, Any]) -> Iterable[tuple[str, dict]]:
@@ -624,8 +644,16 @@ def format_order(value: object) -> str:
 # The page
 
 
-@functools.cache
-def _environment() -> jinja2.Environment:
+def page_environment(
+    filters: Mapping[str, Callable[..., Any]],
+    tests: Mapping[str, Callable[..., bool]] | None = None,
+) -> jinja2.Environment:
+    """Return a jinja2 environment for the package's templates.
+
+    Autoescaping is on for ``.html.j2`` templates, an undefined name is an
+    error rather than an empty string, and ``filters`` and ``tests`` are
+    added to the defaults.
+    """
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gradcheck", "templates"),
         autoescape=jinja2.select_autoescape(
@@ -635,17 +663,27 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["sci"] = format_sci
-    env.filters["value"] = format_value
-    env.filters["duration"] = format_duration
-    env.filters["started"] = format_started
-    env.filters["details"] = format_details
-    env.filters["size"] = _quantity_size
-    env.filters["band_ratio"] = _entry_band_ratio
-    env.filters["sweep_svg"] = lambda sweeps: Markup(render_sweep_svg(sweeps))
-    env.filters["order"] = format_order
-    env.tests["over"] = _is_over
+    env.filters.update(filters)
+    env.tests.update(tests or {})
     return env
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return page_environment(
+        {
+            "sci": format_sci,
+            "value": format_value,
+            "duration": format_duration,
+            "started": format_started,
+            "details": format_details,
+            "size": _quantity_size,
+            "band_ratio": _entry_band_ratio,
+            "sweep_svg": lambda sweeps: Markup(render_sweep_svg(sweeps)),
+            "order": format_order,
+        },
+        {"over": _is_over},
+    )
 
 
 def _page_context(campaign: Mapping[str, Any]) -> dict[str, Any]:
@@ -757,16 +795,32 @@ def write_report(campaign: dict, directory: str | os.PathLike) -> tuple[Path, Pa
         OSError: the directory cannot be created or written.
     """
     campaign = _check_campaign(campaign)
-    html = render_html(campaign)
-    data = json.dumps(
-        results_json(campaign), indent=2, allow_nan=False, ensure_ascii=False
+    return write_page(
+        directory,
+        (HTML_NAME, render_html(campaign)),
+        (JSON_NAME, results_json(campaign)),
     )
 
+
+def write_page(
+    directory: str | os.PathLike, page: tuple[str, str], data: tuple[str, Any]
+) -> tuple[Path, Path]:
+    """Write an HTML page and its data as JSON into ``directory``, atomically.
+
+    Args:
+        directory: created if missing.
+        page: the page's file name and HTML.
+        data: the JSON file's name and what goes in it (NaN and infinities
+            are written as strings; see :func:`_strict`).
+
+    Returns:
+        The paths of the two files.
+    """
+    text = json.dumps(_strict(data[1]), indent=2, allow_nan=False, ensure_ascii=False)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    html_path = directory / HTML_NAME
-    json_path = directory / JSON_NAME
-    _write_atomically(html_path, html)
-    _write_atomically(json_path, data + "\n")
-    logger.info("report written to %s (%d bytes)", html_path, len(html))
+    html_path, json_path = directory / page[0], directory / data[0]
+    _write_atomically(html_path, page[1])
+    _write_atomically(json_path, text + "\n")
+    logger.info("report written to %s (%d bytes)", html_path, len(page[1]))
     return html_path, json_path
