@@ -3,43 +3,16 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
+from evidence_problems import NET, delta_case, mlp_grad, mlp_loss, mlp_problem
 
 from gradcheck import (
-    Network,
     Verdict,
     compare_delta_rule,
     compare_gradient,
-    init_params,
 )
 from gradcheck._sweeps import MAX_SWEPT, SWEEP_STEPS
 from gradcheck.mutants import get
-
-NET = Network((2, 3, 2, 1), skips=((1, 3),), bias=True)
-
-
-def mlp_loss(params, x, t):
-    h = jnp.tanh(x @ params["W1"])
-    return 0.5 * jnp.sum((h @ params["W2"] - t) ** 2)
-
-
-def mlp_grad(params, x, t):
-    h = np.tanh(x @ params["W1"])
-    r = h @ params["W2"] - t
-    return {"W1": x.T @ ((r @ params["W2"].T) * (1 - h**2)), "W2": h.T @ r}
-
-
-def _mlp_problem():
-    rng = np.random.default_rng(4)
-    params = {"W1": rng.normal(size=(3, 4)), "W2": rng.normal(size=(4, 2))}
-    return params, rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
-
-
-def _delta_case(seed=0):
-    rng = np.random.default_rng(seed)
-    params = init_params(NET, rng)
-    return params, rng.uniform(-2, 2, (4, 2)), rng.uniform(0, 1, (4, 1))
 
 
 def _assert_v_shape(errors):
@@ -58,7 +31,7 @@ def _assert_v_shape(errors):
 
 
 def test_passing_gradient_sweeps_its_worst_entry_with_a_v_shape():
-    params, x, t = _mlp_problem()
+    params, x, t = mlp_problem()
 
     result = compare_gradient(mlp_loss, mlp_grad, params, x, t)
 
@@ -72,7 +45,7 @@ def test_passing_gradient_sweeps_its_worst_entry_with_a_v_shape():
 
 
 def test_wrong_entry_sweeps_flat_at_its_error_where_autodiff_dips():
-    params, x, t = _mlp_problem()
+    params, x, t = mlp_problem()
 
     def wrong(params, x, t):
         g = mlp_grad(params, x, t)
@@ -90,7 +63,7 @@ def test_wrong_entry_sweeps_flat_at_its_error_where_autodiff_dips():
 
 
 def test_failing_check_sweeps_up_to_three_entries_outside_their_band():
-    params, x, d = _delta_case()
+    params, x, d = delta_case()
 
     result = compare_delta_rule(
         NET, params, x, d, 0.1, get("half-forgotten").derivation
@@ -105,7 +78,7 @@ def test_failing_check_sweeps_up_to_three_entries_outside_their_band():
 
 
 def test_delta_rule_sweeps_theta_through_its_probe():
-    params, x, d = _delta_case()
+    params, x, d = delta_case()
 
     result = compare_delta_rule(
         NET, params, x, d, 0.1, get("output-slope-missing").derivation
@@ -119,7 +92,7 @@ def test_delta_rule_sweeps_theta_through_its_probe():
 
 
 def test_sweeps_are_in_to_dict_and_can_be_switched_off():
-    params, x, d = _delta_case()
+    params, x, d = delta_case()
 
     data = compare_delta_rule(NET, params, x, d).to_dict()
     off = compare_delta_rule(NET, params, x, d, sweeps=False)

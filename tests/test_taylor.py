@@ -3,46 +3,20 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from evidence_problems import NET, delta_case, mlp_grad, mlp_loss, mlp_problem
 
 from gradcheck import (
-    Network,
     Verdict,
     compare_delta_rule,
     compare_gradient,
     delta_rule,
-    init_params,
 )
 from gradcheck._taylor import TAYLOR_STEPS, fit_order, taylor_directions
 from gradcheck.mutants import get
 
 STEPS = np.asarray(TAYLOR_STEPS)
-NET = Network((2, 3, 2, 1), skips=((1, 3),), bias=True)
-
-
-def mlp_loss(params, x, t):
-    h = jnp.tanh(x @ params["W1"])
-    return 0.5 * jnp.sum((h @ params["W2"] - t) ** 2)
-
-
-def mlp_grad(params, x, t):
-    h = np.tanh(x @ params["W1"])
-    r = h @ params["W2"] - t
-    return {"W1": x.T @ ((r @ params["W2"].T) * (1 - h**2)), "W2": h.T @ r}
-
-
-def _mlp_problem():
-    rng = np.random.default_rng(4)
-    params = {"W1": rng.normal(size=(3, 4)), "W2": rng.normal(size=(4, 2))}
-    return params, rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
-
-
-def _delta_case(seed=0):
-    rng = np.random.default_rng(seed)
-    params = init_params(NET, rng)
-    return params, rng.uniform(-2, 2, (4, 2)), rng.uniform(0, 1, (4, 1))
 
 
 def test_fit_order_reads_the_slope_above_rounding():
@@ -68,7 +42,7 @@ def test_directions_are_seeded_signed_and_zero_outside_their_part():
 
 
 def test_right_gradient_shows_second_order_per_leaf():
-    params, x, t = _mlp_problem()
+    params, x, t = mlp_problem()
 
     result = compare_gradient(mlp_loss, mlp_grad, params, x, t)
 
@@ -81,7 +55,7 @@ def test_right_gradient_shows_second_order_per_leaf():
 
 
 def test_planted_error_shows_first_order_in_its_leaf_only():
-    params, x, t = _mlp_problem()
+    params, x, t = mlp_problem()
 
     def wrong(params, x, t):
         g = mlp_grad(params, x, t)
@@ -99,7 +73,7 @@ def test_planted_error_shows_first_order_in_its_leaf_only():
 
 
 def test_taylor_is_in_to_dict():
-    params, x, t = _mlp_problem()
+    params, x, t = mlp_problem()
 
     data = compare_gradient(mlp_loss, mlp_grad, params, x, t).to_dict()
 
@@ -109,7 +83,7 @@ def test_taylor_is_in_to_dict():
 
 
 def test_delta_rule_gradient_is_second_order_per_tensor():
-    params, x, d = _delta_case()
+    params, x, d = delta_case()
 
     result = compare_delta_rule(NET, params, x, d)
 
@@ -121,7 +95,7 @@ def test_delta_rule_gradient_is_second_order_per_tensor():
 
 
 def test_delta_rule_mistake_is_first_order_where_it_is():
-    params, x, d = _delta_case()
+    params, x, d = delta_case()
 
     result = compare_delta_rule(
         NET, params, x, d, 0.1, get("half-forgotten").derivation
@@ -136,7 +110,7 @@ def test_taylor_evidence_is_said_but_never_fails_the_check():
     # error of 1e-4 relative cannot be settled per entry (more than
     # rounding, less than finite differences resolve); the Taylor
     # remainder, which needs no step, turns first order.
-    params, x, d = _delta_case(seed=1)
+    params, x, d = delta_case(seed=1)
 
     def slightly_off(network, params, x, d, eta):
         result = delta_rule(network, params, x, d, eta)
@@ -159,7 +133,7 @@ def test_failed_quantity_with_a_second_order_remainder_is_said():
     # 1e-9 relative fails per entry under the complex step's band, but
     # along the random direction it stays below the second-order term at
     # every step above rounding.
-    params, x, d = _delta_case(seed=1)
+    params, x, d = delta_case(seed=1)
 
     def slightly_off(network, params, x, d, eta):
         result = delta_rule(network, params, x, d, eta)
@@ -175,7 +149,7 @@ def test_failed_quantity_with_a_second_order_remainder_is_said():
 
 
 def test_taylor_can_be_switched_off():
-    params, x, d = _delta_case()
+    params, x, d = delta_case()
 
     result = compare_delta_rule(NET, params, x, d, taylor=False)
 
