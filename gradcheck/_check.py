@@ -362,6 +362,9 @@ def compare_delta_rule(
 
 METHODS = ("full", "screen")
 DEFAULT_DIRECTIONS = 4
+# Past a few dozen directions per tensor a full check is as cheap and names
+# entries; this bound keeps a typo from asking for terabytes of directions.
+MAX_DIRECTIONS = 256
 
 
 def _check_method(
@@ -405,6 +408,13 @@ def _check_method(
                 name=name,
                 value=value,
             )
+    if directions > MAX_DIRECTIONS:  # type: ignore[operator]
+        raise InvalidArgumentError(
+            f"directions must be at most {MAX_DIRECTIONS}, got "
+            f"directions={directions!r}; use method='full' to check every entry",
+            name="directions",
+            value=directions,
+        )
     return int(directions)  # type: ignore[arg-type]
 
 

@@ -196,10 +196,10 @@ def _rejections(
         for k, text in REASONS.items():
             if (code == k).any():
                 rejected[text] = rejected.get(text, 0) + int((code == k).sum())
-        for idx in zip(*np.nonzero(code), strict=True):
-            if len(examples) < MAX_NAMED:
-                where = ",".join(str(int(i)) for i in idx)
-                examples.append(f"{name}[{where}]: {REASONS[int(code[idx])]}")
+        for idx in np.argwhere(code)[: max(0, MAX_NAMED - len(examples))]:
+            where = ",".join(str(int(i)) for i in idx)
+            label = f"{name}[{where}]" if idx.size else name  # a 0-d leaf
+            examples.append(f"{label}: {REASONS[int(code[tuple(idx)])]}")
     return n_entries, n_accepted, rejected, tuple(examples)
 
 

@@ -235,7 +235,7 @@ class _Problem:
         # the references only ever see the float64 upcast.
         self.given = jax.tree_util.tree_map(lambda a: np.array(a, copy=True), params)
         self.given_data = tuple(_copied(d) for d in data)
-        self.probe_names = list(probes or {})
+        self.probe_names = list(_check_probes(probes))
         self.probe_shapes = [tuple(probes[n]) for n in self.probe_names]
         self.shapes = [a.shape for a in arrays] + self.probe_shapes
         self.sizes = [math.prod(s) for s in self.shapes]
@@ -260,6 +260,33 @@ class _Problem:
         return self.layout(z, data, xp)
 
 
+def _check_probes(probes: object) -> Mapping[str, tuple[int, ...]]:
+    """Return ``probes`` if it maps names to shapes (tuples of sizes)."""
+    if probes is None:
+        return {}
+    if not isinstance(probes, Mapping):
+        raise InvalidTypeError(
+            f"probes must map names to shapes, got {probes!r}",
+            name="probes",
+            value=probes,
+        )
+    for name, shape in probes.items():
+        ok = isinstance(name, str) and isinstance(shape, (tuple, list))
+        if ok:
+            ok = all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0
+                for n in shape
+            )
+        if not ok:
+            raise InvalidArgumentError(
+                f"probes must map names (str) to shapes (tuples of positive "
+                f"ints), got {name!r}: {shape!r}",
+                name="probes",
+                value={name: shape},
+            )
+    return probes
+
+
 def _copied(value: object) -> object:
     """Return ``value`` with every numpy array leaf copied."""
     return jax.tree_util.tree_map(
@@ -281,6 +308,13 @@ def _float64_data(value: object) -> object:
 
 def _scalar_loss(value: object, where: str) -> float:
     array = np.asarray(value)
+    if not (is_float_dtype(array.dtype) or np.issubdtype(array.dtype, np.integer)):
+        raise InvalidTypeError(
+            f"the loss must return a real number, got {value!r} of type "
+            f"{type(value).__name__} {where}",
+            name="loss",
+            value=value,
+        )
     if array.shape != () and array.size != 1:
         raise InvalidArgumentError(
             f"the loss must return a scalar, got shape {array.shape} {where}",

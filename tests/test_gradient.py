@@ -288,6 +288,22 @@ BAD_INPUTS = [
         r"grad must be callable",
         id="grad-not-callable",
     ),
+    pytest.param(
+        lambda p, x, t: "small",
+        quadratic_grad,
+        _params(),
+        InvalidTypeError,
+        r"the loss must return a real number, got 'small' of type str",
+        id="loss-returns-a-string",
+    ),
+    pytest.param(
+        lambda p, x, t: None,
+        quadratic_grad,
+        _params(),
+        InvalidTypeError,
+        r"the loss must return a real number, got None",
+        id="loss-returns-none",
+    ),
 ]
 
 
@@ -389,3 +405,35 @@ def test_complex_step_resolves_a_mistake_far_below_central_differences():
     assert result.verdict == "fail"
     assert result.first_wrong == "W1"
     assert result.numeric_reference == "complex step"
+
+
+def test_scalar_parameter_leaves_are_checked_with_the_complex_step():
+    def loss(p):
+        return p["a"] ** 3 + jnp.sum(p["b"] ** 2)
+
+    def grad(p):
+        return {"a": 3 * p["a"] ** 2, "b": 2 * p["b"]}
+
+    params = {"a": np.array(2.0), "b": np.array([0.5, -1.0])}
+
+    result = compare_gradient(loss, grad, params)
+
+    assert result.verdict is Verdict.PASS
+    assert result.complex_step.status == "used"
+    assert result.quantity("a").shape == ()
+
+
+@pytest.mark.parametrize(
+    ("probes", "message"),
+    [
+        ({"h": "x"}, r"got 'h': 'x'"),
+        ({"h": (0,)}, r"got 'h': \(0,\)"),
+        (["h"], r"probes must map names to shapes, got \['h'\]"),
+    ],
+)
+def test_malformed_probes_are_named(probes, message):
+    def loss(p, x, t, probes=None):
+        return quadratic_loss(p, x, t)
+
+    with pytest.raises(GradcheckError, match=message):
+        compare_gradient(loss, quadratic_grad, _params(), X, T, probes=probes)

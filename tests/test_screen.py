@@ -158,6 +158,11 @@ def test_screen_checks_a_misshapen_quantity_in_full():
             r"directions must be an int, got directions=2.0",
         ),
         (
+            {"method": "screen", "directions": 10**9},
+            InvalidArgumentError,
+            r"directions must be at most 256, got directions=1000000000",
+        ),
+        (
             {"method": "screen", "seed": -1},
             InvalidArgumentError,
             r"seed must be at least 0, got seed=-1",
@@ -173,6 +178,7 @@ def test_screen_checks_a_misshapen_quantity_in_full():
         "directions-with-full",
         "no-directions",
         "float-directions",
+        "too-many-directions",
         "negative-seed",
         "references-with-screen",
     ],
