@@ -39,6 +39,7 @@ from gradcheck._numeric import EPS, ROUNDING_FACTOR
 from gradcheck._result import CheckResult
 from gradcheck.errors import (
     DerivationError,
+    GradcheckError,
     GradientMismatchError,
     InvalidArgumentError,
 )
@@ -128,8 +129,27 @@ def _hypothesis_settings(max_examples: int, phases: list[Phase]) -> settings:
     )
 
 
+# How reports name the built-in derivation.
+BUILT_IN = "gradcheck.delta_rule (built-in)"
+
+
 class _Enough(BaseException):
     """Raised inside a Hypothesis run to end it: enough cases were checked."""
+
+
+class _Misbehaved(BaseException):
+    """Carries a derivation's misuse out of a Hypothesis run, unshrunk.
+
+    A derivation that returns something other than its quantities, or
+    changes its inputs, cannot be checked anywhere; Hypothesis would read
+    the error as a failure to shrink and, since a network is checked only
+    once, report it as flaky. Not an Exception, so Hypothesis lets it
+    through at once.
+    """
+
+    def __init__(self, error: GradcheckError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _compare(
@@ -161,6 +181,8 @@ def _compare(
             reproduce=reproduce,
             details={"error": str(err)},
         )
+    except GradcheckError as err:
+        raise _Misbehaved(err) from err
 
 
 def _run_generated(
@@ -171,6 +193,11 @@ def _run_generated(
     results = campaign.sections.setdefault(GENERATED, [])
 
     seen: set[Network] = set()
+    command = f"gradcheck report --seed {campaign.seed}"
+    if campaign.derivation != BUILT_IN:
+        command += f" --derivation {campaign.derivation}"
+    if cases is not delta_rule_cases:
+        command += " --seeded-arrays"
 
     # Hypothesis often draws an architecture again with other weights; only
     # the first draw of each is checked, so that `count` architectures are
@@ -189,8 +216,7 @@ def _run_generated(
             case.args,
             derivation,
             label=f"generated #{number}",
-            reproduce=f"gradcheck report --seed {campaign.seed} --count "
-            f"{number + 1}, the last example",
+            reproduce=f"{command} --count {number + 1}, the last example",
         )
         result.details["max_abs_weight"] = float(
             f"{max(np.abs(w).max() for w in case.params.values()):.3g}"
@@ -274,7 +300,7 @@ def run_campaign(
     count: int = 200,
     seed_: int = 0,
     derivation: Derivation = delta_rule,
-    derivation_name: str = "gradcheck.delta_rule (built-in)",
+    derivation_name: str = BUILT_IN,
     digits_epochs: int | None = 60,
     shrink: bool = True,
     on_result: OnResult | None = None,
@@ -339,6 +365,8 @@ def run_campaign(
     except KeyboardInterrupt:
         logger.warning("interrupted: keeping the partial results")
         campaign.interrupted = True
+    except _Misbehaved as stop:
+        raise stop.error from None
     campaign.duration_s = round(time.perf_counter() - start, 2)
     return campaign
 

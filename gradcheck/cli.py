@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gradcheck._campaign import run_campaign, summarise, summarise_checks
+from gradcheck._campaign import BUILT_IN, run_campaign, summarise, summarise_checks
 from gradcheck._check import load_callable, load_derivation
 from gradcheck._compare import Verdict
 from gradcheck._delta_rule import delta_rule
@@ -256,7 +256,7 @@ def _run_report(args: argparse.Namespace) -> int:
         derivation = load_derivation(args.derivation)
         name = args.derivation
     else:
-        derivation, name = delta_rule, "gradcheck.delta_rule (built-in)"
+        derivation, name = delta_rule, BUILT_IN
 
     total = args.count + (0 if args.no_digits else 4)
     with tqdm(

@@ -10,7 +10,7 @@ from gradcheck import Verdict, delta_rule
 from gradcheck._campaign import GENERATED, RAISED, run_campaign, summarise
 from gradcheck._delta_rule import QUANTITY_KINDS
 from gradcheck._digits import DIGITS_NETWORK, train_on_digits
-from gradcheck.errors import InvalidArgumentError
+from gradcheck.errors import InputMutationError, InvalidArgumentError, InvalidTypeError
 from gradcheck.strategies import seeded_delta_rule_cases
 
 
@@ -121,6 +121,30 @@ def test_derivation_that_raises_on_some_networks_is_recorded_and_run_goes_on():
     assert all(c.verdict is Verdict.PASS for c in checks if not c.network.skips)
 
 
+def _returns_nothing(network, params, x, d, eta):
+    return None
+
+
+def _doubles_its_input(network, params, x, d, eta):
+    x *= 2.0
+    return delta_rule(network, params, x, d, eta)
+
+
+@pytest.mark.parametrize(
+    ("derivation", "error", "message"),
+    [
+        (_returns_nothing, InvalidTypeError, r"must return a mapping"),
+        (_doubles_its_input, InputMutationError, r"changed its input x in place"),
+    ],
+)
+def test_misbehaving_derivation_stops_the_campaign_with_its_own_error(
+    derivation, error, message
+):
+    # Not a Hypothesis "flaky" error: the derivation's own misuse, named.
+    with pytest.raises(error, match=message):
+        run_campaign(count=3, derivation=derivation, digits_epochs=None)
+
+
 def test_campaign_with_seeded_cases_passes_right_and_shrinks_wrong_derivation():
     good = run_campaign(
         count=5, seed_=2, digits_epochs=None, cases=seeded_delta_rule_cases
@@ -139,3 +163,25 @@ def test_campaign_with_seeded_cases_passes_right_and_shrinks_wrong_derivation():
     assert all(c.verdict is Verdict.FAIL for c in bad.checks)
     assert bad.shrunk is not None and bad.shrunk.network.n_layers == 2
     assert bad.shrunk.first_wrong == "theta[1]"
+
+
+def test_reproduce_line_names_the_derivation_and_the_cases_it_ran_with():
+    own = run_campaign(
+        count=1,
+        seed_=3,
+        derivation=mistakes.missing_output_slope,
+        derivation_name="examples.delta_rule_mistakes:missing_output_slope",
+        digits_epochs=None,
+        shrink=False,
+        cases=seeded_delta_rule_cases,
+    )
+    built_in = run_campaign(count=1, seed_=3, digits_epochs=None)
+
+    assert own.checks[0].reproduce == (
+        "gradcheck report --seed 3 --derivation "
+        "examples.delta_rule_mistakes:missing_output_slope --seeded-arrays "
+        "--count 1, the last example"
+    )
+    assert built_in.checks[0].reproduce == (
+        "gradcheck report --seed 3 --count 1, the last example"
+    )
