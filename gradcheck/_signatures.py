@@ -84,6 +84,10 @@ MIN_FACTOR_ENTRIES = 2
 # independent symmetric entries); four keep that chance below 1 %.
 MIN_RATIO_ENTRIES = 4
 
+# A missing elementwise factor is named only when at least this fraction
+# of the informative entries lies outside its band.
+MIN_MOVED_FRACTION = 0.5
+
 _SIGMOID_PRIME_MAX = 0.25
 
 _TRANSPOSE_CAUSE = (
@@ -487,6 +491,10 @@ def _diagnose_ratio(
     else:
         allowance = band[informative]
     if not np.all(np.abs(a) + allowance >= np.abs(r)):
+        return None
+    # A missing factor below 1 moves nearly every entry; a few wrong entries
+    # among many right ones are a local mistake, not a missing factor.
+    if np.count_nonzero(np.abs(a - r) > allowance) < MIN_MOVED_FRACTION * n:
         return None
     size = np.abs(ratio)
     low, high = float(size.min()), float(size.max())
