@@ -405,8 +405,9 @@ def compare_quantity(
             "check at a larger scale of parameters or loss"
         )
     if not_differentiable.any():
+        n_kinks = int(not_differentiable.sum())
         note = (note + "; " if note else "") + (
-            f"{int(not_differentiable.sum())} entries sit at a kink of the loss "
+            f"{_count(n_kinks, 'entry sits', 'entries sit')} at a kink of the loss "
             "(left and right derivatives differ); the analytic value is a "
             "valid subgradient there"
         )
@@ -472,3 +473,8 @@ def compare_quantity(
             else None
         ),
     )
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """Return ``"1 entry"`` or ``"3 entries"``."""
+    return f"{n} {one if n == 1 else many}"

@@ -191,7 +191,12 @@ def format_failure(result: CheckResult) -> str:
             )
     if len(failing) > MAX_MESSAGE_QUANTITIES:
         lines.append(
-            f"... and {len(failing) - MAX_MESSAGE_QUANTITIES} more failing quantities"
+            f"... and {len(failing) - MAX_MESSAGE_QUANTITIES} more failing "
+            + (
+                "quantity"
+                if len(failing) - MAX_MESSAGE_QUANTITIES == 1
+                else "quantities"
+            )
         )
     if result.reproduce:
         lines.append(f"reproduce: {result.reproduce}")

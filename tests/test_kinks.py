@@ -58,6 +58,16 @@ def test_relu_at_zero_with_a_subgradient_is_not_differentiable(slope_at_zero):
     np.testing.assert_allclose(kinks["w[1]"], (0.0, -2.0), atol=1e-6)
 
 
+def test_kink_note_counts_in_words():
+    one = compare_gradient(
+        relu_loss, relu_grad_with(0.5), {"w": np.array([0.0, 0.3])}, X[:2]
+    )
+    two = compare_gradient(relu_loss, relu_grad_with(0.5), AT_ZERO, X)
+
+    assert "1 entry sits at a kink of the loss" in one.quantity("w").note
+    assert "2 entries sit at a kink of the loss" in two.quantity("w").note
+
+
 def test_relu_at_zero_outside_the_subgradients_fails_and_shows_the_sides():
     result = compare_gradient(relu_loss, relu_grad_with(2.0), AT_ZERO, X)
 
