@@ -1127,6 +1127,11 @@ def compare_vjp(
     Returns:
         One :class:`CheckResult` covering every cotangent.
     """
+    for fn, role in ((f, "f"), (vjp, "vjp")):
+        if not callable(fn):
+            raise InvalidTypeError(
+                f"{role} must be callable, got {fn!r}", name=role, value=fn
+            )
     if isinstance(n_cotangents, bool) or not isinstance(n_cotangents, int):
         raise InvalidTypeError(
             f"n_cotangents must be an int, got n_cotangents={n_cotangents!r}",

@@ -437,3 +437,12 @@ def test_malformed_probes_are_named(probes, message):
 
     with pytest.raises(GradcheckError, match=message):
         compare_gradient(loss, quadratic_grad, _params(), X, T, probes=probes)
+
+
+@pytest.mark.parametrize("role", ["f", "vjp"])
+def test_vjp_check_names_a_function_that_is_not_callable(role):
+    functions = {"f": jnp.sin, "vjp": lambda x, c: np.cos(x) * c}
+    functions[role] = None
+
+    with pytest.raises(InvalidTypeError, match=rf"^{role} must be callable, got None"):
+        compare_vjp(functions["f"], functions["vjp"], np.linspace(-1.0, 1.0, 4))
