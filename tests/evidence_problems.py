@@ -32,3 +32,10 @@ def delta_case(seed=0):
     rng = np.random.default_rng(seed)
     params = init_params(NET, rng)
     return params, rng.uniform(-2, 2, (4, 2)), rng.uniform(0, 1, (4, 1))
+
+
+def mlp_grad_one_entry_off(params, x, t):
+    """``mlp_grad`` with ``W2[1, 0]`` off by 1e-3."""
+    g = mlp_grad(params, x, t)
+    g["W2"][1, 0] += 1e-3
+    return g
