@@ -27,6 +27,7 @@ required, the intermediate quantities are checked when present.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -57,6 +58,11 @@ def quantity_names(network: Network) -> list[str]:
     quantity spreads to those after it, so the first wrong one in this order
     is where the derivation first goes wrong.
     """
+    return list(_quantity_names(network))
+
+
+@functools.lru_cache(maxsize=256)
+def _quantity_names(network: Network) -> tuple[str, ...]:
     names = [f"dE/dy[{network.output_layer}]"]
     for v in range(network.output_layer, 0, -1):
         names += [f"dy/ds[{v}]", f"theta[{v}]"]
@@ -66,7 +72,7 @@ def quantity_names(network: Network) -> list[str]:
             grads.append(f"dE/d{bias_name(v)}")
             updates.append(f"Delta {bias_name(v)}")
         names += grads + updates
-    return names
+    return tuple(names)
 
 
 def required_quantity_names(network: Network) -> list[str]:

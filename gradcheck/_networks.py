@@ -19,6 +19,7 @@ A flat dict is a JAX pytree, and its keys are the names that reports use
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -98,22 +99,34 @@ class Network:
         """Index of the output layer."""
         return len(self.sizes) - 1
 
-    @property
+    # The structure below is asked for in every inner loop of a check, so
+    # it is worked out once per network; a frozen dataclass's cached
+    # properties live beside its fields, outside equality and hashing.
+
+    @functools.cached_property
     def edges(self) -> tuple[tuple[int, int], ...]:
         """Every edge ``(u, v)``, sorted, neighbouring layers included."""
         chain = {(u, u + 1) for u in range(self.n_layers - 1)}
         return tuple(sorted(chain | set(self.skips)))
 
+    @functools.cached_property
+    def _links(self) -> tuple[dict[int, tuple[int, ...]], dict[int, tuple[int, ...]]]:
+        layers = range(self.n_layers)
+        return (
+            {v: tuple(u for u, w in self.edges if w == v) for v in layers},
+            {h: tuple(w for u, w in self.edges if u == h) for h in layers},
+        )
+
     def predecessors(self, v: int) -> tuple[int, ...]:
         """Layers that feed layer ``v`` (``Pred(v)``), in increasing order."""
-        return tuple(u for u, w in self.edges if w == v)
+        return self._links[0].get(v, ())
 
     def successors(self, h: int) -> tuple[int, ...]:
         """Layers that layer ``h`` feeds (``Suc(h)``), in increasing order."""
-        return tuple(w for u, w in self.edges if u == h)
+        return self._links[1].get(h, ())
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Return the name and shape of every parameter, in a fixed order."""
+    @functools.cached_property
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {}
         for u, v in self.edges:
             shapes[weight_name(u, v)] = (self.sizes[u], self.sizes[v])
@@ -122,10 +135,14 @@ class Network:
                 shapes[bias_name(v)] = (self.sizes[v],)
         return shapes
 
-    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Return the name and shape of every parameter, in a fixed order."""
+        return dict(self._shapes)
+
+    @functools.cached_property
     def n_params(self) -> int:
         """Total number of scalar parameters."""
-        return sum(math.prod(s) for s in self.param_shapes().values())
+        return sum(math.prod(s) for s in self._shapes.values())
 
     def describe(self) -> str:
         """Return a short description, for example ``2-3-1 +skip 0->2 +bias``."""

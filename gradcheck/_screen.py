@@ -37,14 +37,26 @@ error with a component along ``g`` is caught at least as surely once it
 is larger than the band. Each screened tensor records its relative band
 and this miss probability at ``rho`` = 1e-2, 1e-4 and 1e-6.
 
-``dy/ds[v]`` is elementwise and cheap, so it is always checked in full.
+``dy/ds[v]`` is elementwise and cheap, so every entry of it is compared.
+
+A screen is made to be cheap next to the derivation it checks, so its
+work is arrays, not Python objects per entry or direction: every layer's
+directions run through the network together (see
+:meth:`gradcheck._structured.Point.directional_losses`), and every
+quantity's directions and every ``dy/ds`` entry are triaged in one pass
+(:func:`_triage`). The directions of the last (seed, count, shapes) are
+kept, read-only, and reused while they fit in ``KEPT_DIRECTIONS`` floats:
+drawing them costs more than the rest of a screen of a large network,
+and a check repeated at other points of the same network (each step of a
+training run, say) draws the same ones.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -55,9 +67,9 @@ from gradcheck._compare import (
     SAFETY_FACTOR,
     Discrepancy,
     QuantityComparison,
-    Reference,
     Verdict,
-    compare_quantity,
+    _ratio,
+    entry_name,
 )
 from gradcheck._delta_rule import quantity_names
 from gradcheck._networks import Network, bias_name, weight_name
@@ -70,8 +82,8 @@ from gradcheck._numeric import (
     default_steps,
     elementwise_points,
 )
-from gradcheck._precision import float_eps, is_float_dtype
-from gradcheck._references import _autodiff_rows, _Draws
+from gradcheck._precision import dtype_name, float_eps, is_float_dtype
+from gradcheck._references import _compiled
 from gradcheck._structured import Point, sigmoid
 
 __all__ = ["MISS_SIZES", "ScreenOutcome", "screen_delta_rule"]
@@ -85,6 +97,10 @@ MISS_SIZES = (1e-2, 1e-4, 1e-6)
 # the perturbation trials the screen's a-priori noise bound takes.
 NOISE_SPREADS = 3.0
 
+# The most directions kept for reuse, in floats: 64 MiB, four directions
+# per parameter of a network of two million.
+KEPT_DIRECTIONS = 1 << 23
+
 
 @dataclass(frozen=True)
 class _Tensor:
@@ -96,16 +112,12 @@ class _Tensor:
         layer: the layer whose net input (or, for ``y``, output) it moves.
         shape: its shape.
         autodiff: dE with respect to it, by JAX, shaped like it.
-        rounding: how far that moves under the perturbation trials.
-        scale: the largest magnitude of its entries (0 for probes).
     """
 
     key: str
     layer: int
     shape: tuple[int, ...]
     autodiff: Array
-    rounding: Array
-    scale: float
 
 
 @dataclass(frozen=True)
@@ -163,56 +175,65 @@ def screen_delta_rule(
     with jax.enable_x64(True):
         base = _autodiff_at_point(network, z, x, d)
     moved = _rounding_bounds(network, base, z, params, x)
-    num_slopes = _sigmoid_differences(base["s"], moved, rel_step)
-
-    tensors = _tensors(network, base, moved, batch)
-    drawn = _draw_directions(tensors, directions, seed)
+    tensors = _tensors(network, base, batch)
+    drawn = _draw_directions(
+        tuple((key, t.shape) for key, t in tensors.items()), directions, seed
+    )
     point = Point.at(network, params, x, d)
     numeric = _directional_differences(point, tensors, drawn, moved["loss"], rel_step)
 
-    projections: dict[str, tuple[Array, Array]] = {}
+    segments = _Segments()
     found: dict[str, QuantityComparison] = {}
-    details: dict[str, dict[str, object]] = {}
-    screened: list[_Projected] = []
+    projections: dict[str, tuple[Array, Array, Array]] = {}
+    slopes: list[NumericEstimate] | None = None
     for name in quantity_names(network):
         if name not in analytic:
             continue
+        value = np.asarray(analytic[name])
         if name.startswith("dy/ds"):
             v = int(name[6:-1])
-            reference = Reference(
-                num_slopes[v - 1], base["slopes"][v - 1], moved["slopes"][v - 1]
+            expected = base["slopes"][v - 1]
+            if value.shape != expected.shape:
+                found[name] = _unscreenable(name, expected.shape, value)
+                continue
+            if slopes is None:
+                slopes = _sigmoid_differences(base["s"], moved, rel_step)
+            segments.add(
+                name,
+                value,
+                value.astype(np.float64).ravel(),
+                slopes[v - 1],
+                expected.ravel(),
+                moved["slopes"][v - 1].ravel(),
+                screened=False,
             )
-            found[name] = compare_quantity(
-                name, analytic[name], reference, batch_size=batch
-            )
-            details[name] = {"screened": False}
             continue
         key, factor = _tensor_of(name, eta)
         tensor = tensors[key]
-        value = np.asarray(analytic[name])
-        if value.shape != tensor.shape or not np.isfinite(value.astype(float)).all():
+        if value.shape != tensor.shape:
+            found[name] = _unscreenable(name, tensor.shape, value)
+            continue
+        r = drawn[key]
+        projected = r @ value.astype(np.float64).reshape(-1)
+        # A NaN or infinity anywhere in the value shows in every direction.
+        if not np.isfinite(projected).all():
             found[name] = _unscreenable(name, tensor.shape, value)
             continue
         if key not in projections:
-            projections[key] = _project_autodiff(tensor, drawn[key])
-        autodiff, rounding = projections[key]
-        r = drawn[key].reshape(directions, -1)
-        screened.append(
-            _Projected(
-                name,
-                value,
-                r @ value.astype(np.float64).reshape(-1),
-                numeric[key].scaled(factor),
-                factor * autodiff,
-                abs(factor) * rounding,
-            )
+            projections[key] = (*_project_autodiff(tensor, r), numeric[key])
+        autodiff, rounding, estimate = projections[key]
+        segments.add(
+            name,
+            value,
+            projected,
+            estimate.scaled(factor),
+            factor * autodiff,
+            abs(factor) * rounding,
+            screened=True,
         )
 
-    for item, comparison, facts in zip(
-        screened, *_triage(screened, batch), strict=True
-    ):
-        found[item.name] = comparison
-        details[item.name] = facts
+    comparisons_found, details = _triage(segments, batch)
+    found.update(comparisons_found)
     comparisons = tuple(
         found[name] for name in quantity_names(network) if name in found
     )
@@ -230,16 +251,16 @@ def _autodiff_at_point(
     instead (:func:`_rounding_bounds`): an estimate that is too tight only
     sends a quantity to the full check, which measures.
     """
-    batch = x.shape[0]
-    draws = _Draws(
-        z[None],
-        x[None],
-        d[None],
-        [np.zeros((1, batch, n)) for n in network.sizes[1:]],
-        np.zeros((1, batch, network.sizes[-1])),
-        np.zeros(1),
-    )
-    return _autodiff_rows(network, draws)[0]
+    outputs = _compiled(network, x.shape[0])["autodiff_point"](z, x, d)
+    g_z, g_cols, s, sigma, slopes, losses = jax.tree_util.tree_map(np.asarray, outputs)
+    return {
+        "g_z": g_z,
+        "g_cols": g_cols,
+        "s": s,
+        "sigma": sigma,
+        "slopes": slopes,
+        "losses": losses,
+    }
 
 
 def _rounding_bounds(
@@ -276,8 +297,6 @@ def _rounding_bounds(
         / 3.0
     )
     bounds: dict[str, object] = {
-        "g_z": np.zeros_like(base["g_z"]),
-        "g_cols": np.zeros_like(base["g_cols"]),
         "loss": JITTER * (abs(loss) + NOISE_SPREADS * spread),
         "slopes": [],
     }
@@ -301,46 +320,65 @@ def _rounding_bounds(
 def _sigmoid_differences(
     s: list[Array], moved: Mapping[str, object], rel_step: float | None
 ) -> list[NumericEstimate]:
-    """Differentiate the sigmoid at every net input, with numpy."""
-    estimates = []
-    for v, s_v in enumerate(s, start=1):
-        h = default_steps(s_v, rel_step)
-        points = elementwise_points(s_v, h)
-        values = tuple(sigmoid(np.array(p)) for p in points)
+    """Differentiate the sigmoid at every net input, all layers at once."""
+    flat = np.concatenate([s_v.ravel() for s_v in s])
+    noise = np.concatenate([moved[f"sigma[{v}]"].ravel() for v in range(1, len(s) + 1)])
+    h = default_steps(flat, rel_step)
+    points = elementwise_points(flat, h)
+    values = tuple(sigmoid(p) for p in points)
+    estimate = combine_elementwise(values, points, h, noise=noise)
+    estimates, start = [], 0
+    for s_v in s:
+        part = slice(start, start + s_v.size)
         estimates.append(
-            combine_elementwise(values, points, h, noise=moved[f"sigma[{v}]"])
+            NumericEstimate(
+                estimate.value[part], estimate.error[part], estimate.step[part]
+            )
         )
+        start = part.stop
     return estimates
 
 
-def _draw_directions(
-    tensors: Mapping[str, _Tensor], directions: int, seed: int
+@functools.lru_cache(maxsize=1)
+def _kept_directions(
+    shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
 ) -> dict[str, Array]:
-    """Draw ``directions`` standard normal directions per tensor, in one call."""
+    return _drawn(shapes, directions, seed)
+
+
+def _draw_directions(
+    shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
+) -> dict[str, Array]:
+    """Return ``directions`` standard normal directions per tensor.
+
+    Args:
+        shapes: ``(key, shape)`` per tensor, in the order they are drawn.
+        directions: directions per tensor.
+        seed: seeds ``numpy.random.default_rng``.
+
+    Returns:
+        Per tensor, read-only, ``(directions, size)``: one flattened
+        direction per row. The last set that fits in ``KEPT_DIRECTIONS``
+        floats is kept and returned again for the same arguments.
+    """
+    total = directions * sum(math.prod(shape) for _, shape in shapes)
+    if total <= KEPT_DIRECTIONS:
+        return _kept_directions(shapes, directions, seed)
+    return _drawn(shapes, directions, seed)
+
+
+def _drawn(
+    shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
+) -> dict[str, Array]:
     rng = np.random.default_rng(seed)
-    sizes = [directions * math.prod(t.shape) for t in tensors.values()]
+    sizes = [directions * math.prod(shape) for _, shape in shapes]
     flat = rng.standard_normal(sum(sizes))
+    flat.flags.writeable = False
     drawn, start = {}, 0
-    for (key, tensor), size in zip(tensors.items(), sizes, strict=True):
-        drawn[key] = flat[start : start + size].reshape(directions, *tensor.shape)
+    for (key, _), size in zip(shapes, sizes, strict=True):
+        drawn[key] = flat[start : start + size].reshape(directions, -1)
         start += size
     return drawn
-
-
-@dataclass(frozen=True)
-class _Projected:
-    """One quantity along its directions, ``(k,)`` per array.
-
-    ``numeric``, ``autodiff`` and ``rounding`` are already the quantity's
-    (scaled by ``-eta`` for an update, by -1 for an error signal).
-    """
-
-    name: str
-    value: Array
-    analytic: Array
-    numeric: NumericEstimate
-    autodiff: Array
-    rounding: Array
 
 
 def _tensor_of(name: str, eta: float) -> tuple[str, float]:
@@ -359,32 +397,25 @@ def _tensor_of(name: str, eta: float) -> tuple[str, float]:
 
 
 def _tensors(
-    network: Network, base: dict[str, object], moved: dict[str, object], batch: int
+    network: Network, base: Mapping[str, object], batch: int
 ) -> dict[str, _Tensor]:
-    """Cut autodiff and its rounding into the tensors directions live in."""
+    """Cut autodiff into the tensors directions live in."""
     tensors: dict[str, _Tensor] = {}
-    g_z, r_z = base["g_z"], moved["g_z"]
+    g_z = base["g_z"]
     start = 0
     for name, shape in network.param_shapes().items():
         part = slice(start, start + math.prod(shape))
         layer = int(name[2:-1].split("->")[-1])
-        tensors[name] = _Tensor(
-            name, layer, shape, g_z[part].reshape(shape), r_z[part].reshape(shape), 0.0
-        )
+        tensors[name] = _Tensor(name, layer, shape, g_z[part].reshape(shape))
         start = part.stop
-    g_cols, r_cols = base["g_cols"], moved["g_cols"]
+    g_cols = base["g_cols"]
     start = 0
     for v in range(1, network.n_layers + 1):
         layer = min(v, network.output_layer)
         part = slice(start, start + network.sizes[layer])
         key = f"y[{layer}]" if v == network.n_layers else f"s[{v}]"
         tensors[key] = _Tensor(
-            key,
-            layer,
-            (batch, network.sizes[layer]),
-            g_cols[:, part],
-            r_cols[:, part],
-            0.0,
+            key, layer, (batch, network.sizes[layer]), g_cols[:, part]
         )
         start = part.stop
     return tensors
@@ -392,29 +423,30 @@ def _tensors(
 
 def _directional_differences(
     point: Point,
-    tensors: dict[str, _Tensor],
-    drawn: dict[str, Array],
+    tensors: Mapping[str, _Tensor],
+    drawn: Mapping[str, Array],
     noise: float,
     rel_step: float | None,
 ) -> dict[str, NumericEstimate]:
-    """Differentiate E along every drawn direction, all in a few batches.
+    """Differentiate E along every drawn direction, all in one pass.
 
     A direction ``r`` of ``W[u->v]`` moves ``s_v`` by ``t * y_u @ r``, one of
     ``b[v]`` or of the probe on ``s_v`` by ``t * r``: every direction of
-    every tensor into layer ``v`` is a change of ``s_v``, so each layer's
-    directions, at their four steps, go through one batched forward pass
-    from ``v`` up. The output probe moves ``y_o`` itself.
+    every tensor into layer ``v`` is a change of ``s_v``, and every layer's
+    directions, at their four steps, run through the network together
+    (:meth:`gradcheck._structured.Point.directional_losses`). The output
+    probe moves ``y_o`` itself.
     """
     batch = point.batch
     per_layer: dict[int, list[tuple[str, Array, float]]] = {}
     for key, tensor in tensors.items():
-        r = drawn[key]
+        r = drawn[key].reshape(-1, *tensor.shape)
         params = point.params.get(key)
         scale = 0.0 if params is None else float(np.max(np.abs(params)))
         h = float(default_steps(np.array([scale]), rel_step)[0])
         if key.startswith("W"):
             u = int(key[2:-1].split("->")[0])
-            q = np.matmul(point.y[u][None], r)
+            q = np.matmul(point.y[u], r)
         elif key.startswith("b"):
             q = np.broadcast_to(r[:, None, :], (r.shape[0], batch, r.shape[1]))
         else:
@@ -422,21 +454,35 @@ def _directional_differences(
         layer = -1 if key.startswith("y") else tensor.layer
         per_layer.setdefault(layer, []).append((key, q, h))
 
-    estimates: dict[str, NumericEstimate] = {}
+    changes: dict[int, Array] = {}
+    steps: dict[int, Array] = {}
     for layer, items in per_layer.items():
         q = np.concatenate([item[1] for item in items])
         h = np.concatenate([np.full(item[1].shape[0], item[2]) for item in items])
         shifts = np.concatenate([h, -h, h / 2.0, -h / 2.0])
-        ds = (shifts.reshape(4, -1, 1, 1) * q[None]).reshape(-1, *q.shape[1:])
-        if layer < 0:
-            losses = point.output_shift_losses(ds)
-        else:
-            losses = point.dense_losses(layer, ds)
-        f = losses.sum(axis=1).reshape(4, -1)
-        points = tuple(shifts.reshape(4, -1))
-        estimate = combine_elementwise(tuple(f), points, h, noise=noise)
+        changes[layer] = (shifts.reshape(4, -1, 1, 1) * q[None]).reshape(
+            -1, *q.shape[1:]
+        )
+        steps[layer] = h
+    losses: dict[int, Array] = {}
+    if -1 in changes:
+        losses[-1] = point.output_shift_losses(changes.pop(-1)).sum(axis=1)
+    if changes:
+        flat = point.directional_losses(changes)
         start = 0
-        for key, q_item, _ in items:
+        for layer in sorted(changes):
+            losses[layer] = flat[start : start + changes[layer].shape[0]]
+            start += changes[layer].shape[0]
+
+    order = list(per_layer)
+    f = np.concatenate([losses[layer].reshape(4, -1) for layer in order], axis=1)
+    h = np.concatenate([steps[layer] for layer in order])
+    points = (h, -h, h / 2.0, -h / 2.0)
+    estimate = combine_elementwise(tuple(f), points, h, noise=noise)
+    estimates: dict[str, NumericEstimate] = {}
+    start = 0
+    for layer in order:
+        for key, q_item, _ in per_layer[layer]:
             part = slice(start, start + q_item.shape[0])
             estimates[key] = NumericEstimate(
                 estimate.value[part], estimate.error[part], estimate.step[part]
@@ -449,129 +495,201 @@ def _project_autodiff(tensor: _Tensor, r: Array) -> tuple[Array, Array]:
     """Return ``<autodiff, r>`` per direction and the rounding allowance of it.
 
     A right analytic value follows autodiff to its rounding allowance per
-    entry (see :mod:`gradcheck._compare`); projected, those allowances add
-    up with the weights ``|r|``. The projection's own summation adds a few
-    ulps of the sum of the terms' magnitudes.
+    entry (see :mod:`gradcheck._compare`), here the floor at the tensor's
+    scale; projected, those allowances add up with the weights ``|r|``.
+    The projection's own summation adds a few ulps of the sum of the
+    terms' magnitudes.
     """
-    k, n = r.shape[0], tensor.autodiff.size
-    flat = r.reshape(k, n)
-    g = tensor.autodiff.reshape(n)
+    g = tensor.autodiff.reshape(-1)
     floor = ROUNDING_FACTOR * EPS * float(np.max(np.abs(g), initial=0.0))
-    autodiff = flat @ g
-    weights = np.abs(flat)
-    rounding = floor * weights.sum(axis=1)
-    if tensor.rounding.any():
-        rounding += weights @ tensor.rounding.reshape(n)
+    weights = np.abs(r)
     magnitude = weights @ np.abs(g)
-    return autodiff, rounding + (math.log2(n) + 2.0) * EPS * magnitude
+    rounding = floor * weights.sum(axis=1)
+    return r @ g, rounding + (math.log2(g.size) + 2.0) * EPS * magnitude
+
+
+class _Segments:
+    """Every compared quantity, its entries laid end to end.
+
+    The entries of a screened quantity are its directions; those of
+    ``dy/ds`` its entries. Each of ``analytic``, ``numeric``, ``error``,
+    ``autodiff`` and ``rounding`` gets one flat array per quantity.
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.dtypes: list[np.dtype] = []
+        self.screened: list[bool] = []
+        self.columns: dict[str, list[Array]] = {
+            key: [] for key in ("analytic", "numeric", "error", "autodiff", "rounding")
+        }
+
+    def add(
+        self,
+        name: str,
+        value: NDArray,
+        analytic: Array,
+        numeric: NumericEstimate,
+        autodiff: Array,
+        rounding: Array,
+        *,
+        screened: bool,
+    ) -> None:
+        """Add one quantity: its flat values against its flat references."""
+        self.names.append(name)
+        self.shapes.append(tuple(value.shape))
+        self.dtypes.append(
+            value.dtype if is_float_dtype(value.dtype) else np.dtype(np.float64)
+        )
+        self.screened.append(screened)
+        for key, array in (
+            ("analytic", analytic),
+            ("numeric", numeric.value),
+            ("error", numeric.error),
+            ("autodiff", autodiff),
+            ("rounding", rounding),
+        ):
+            self.columns[key].append(np.ravel(array))
+
+    def flat(self, key: str) -> Array:
+        """Return one of the columns, every quantity end to end."""
+        return np.concatenate(self.columns[key])
 
 
 def _triage(
-    items: list[_Projected], batch: int
-) -> tuple[list[QuantityComparison], list[dict[str, object]]]:
-    """Compare every screened quantity along its directions.
+    segments: _Segments, batch: int
+) -> tuple[dict[str, QuantityComparison], dict[str, dict[str, object]]]:
+    """Compare every quantity, all entries and directions in one pass.
 
-    The rules are :func:`gradcheck._compare.compare_quantity`'s, applied to
-    the ``(k,)`` directional values; float64 quantities are triaged
-    together in a few array operations, since one call per quantity costs
-    more than the rest of a screen of a small network. A quantity in a
-    lower precision goes through ``compare_quantity`` itself, which holds
-    it to its own precision.
+    The rules are :func:`gradcheck._compare.compare_quantity`'s, an analytic
+    value in a lower precision held to its own as there, applied to every
+    entry at once and reduced per quantity; one call per quantity costs
+    more than the rest of a screen of a small network. A screened
+    quantity's entries are its directions, named ``<r0>``, ``<r1>``, ...
     """
-    if not items:
-        return [], []
-    numeric = np.stack([i.numeric.value for i in items])
-    error = np.stack([i.numeric.error for i in items])
-    autodiff = np.stack([i.autodiff for i in items])
-    rounding = np.stack([i.rounding for i in items])
-    analytic = np.stack([i.analytic for i in items])
-    scale = np.max(np.abs(autodiff), axis=1, keepdims=True)
+    if not segments.names:
+        return {}, {}
+    sizes = np.array([len(a) for a in segments.columns["analytic"]])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    quantity = np.repeat(np.arange(sizes.size), sizes)
+    analytic, numeric, error, autodiff, rounding = (
+        segments.flat(key)
+        for key in ("analytic", "numeric", "error", "autodiff", "rounding")
+    )
+    eps_ratio = np.array([float_eps(dtype) / EPS for dtype in segments.dtypes])
+
+    scale = np.maximum.reduceat(np.abs(autodiff), starts)[quantity]
     floor = rounding + ROUNDING_FACTOR * EPS * scale
-    band = SAFETY_FACTOR * (error + floor)
+    reference_band = SAFETY_FACTOR * (error + floor)
+    rounding_band = SAFETY_FACTOR * eps_ratio[quantity] * floor
+    band = SAFETY_FACTOR * error + rounding_band
     gap = np.abs(numeric - autodiff)
-    unsettled = ~(gap <= band)
+    unsettled = ~(gap <= reference_band)
     diff = np.abs(analytic - autodiff)
     mismatched = ~unsettled & ~(diff <= band)
-    unresolved = ~unsettled & ~mismatched & ~(diff <= SAFETY_FACTOR * floor)
+    unresolved = ~unsettled & ~mismatched & ~(diff <= rounding_band)
+    gap_ratio = _ratio(gap, reference_band)
+    diff_ratio = _ratio(diff, band)
+    rel = _ratio(diff, np.maximum(np.abs(autodiff), band))
+    severity = np.where(unsettled, gap_ratio, diff_ratio)
     with np.errstate(divide="ignore", invalid="ignore"):
-        gap_ratio = np.where(gap == 0, 0.0, gap / band)
-        diff_ratio = np.where(diff == 0, 0.0, diff / band)
-        rel = np.where(diff == 0, 0.0, diff / np.maximum(np.abs(autodiff), band))
         # The band of each direction, relative to the directional derivative.
         relative = np.where(autodiff != 0, band / np.abs(autodiff), np.inf)
-    gap_ratio, diff_ratio, rel = (
-        np.where(np.isnan(a), np.inf, a) for a in (gap_ratio, diff_ratio, rel)
-    )
-    severity = np.where(unsettled, gap_ratio, diff_ratio)
-    miss = {
-        f"{size:g}": np.prod((2 / np.pi) * np.arctan(relative / size), axis=1)
-        for size in MISS_SIZES
-    }
+    miss = np.stack(
+        [
+            np.multiply.reduceat((2 / np.pi) * np.arctan(relative / size), starts)
+            for size in MISS_SIZES
+        ],
+        axis=1,
+    ).tolist()
 
-    comparisons, facts = [], []
-    for q, item in enumerate(items):
-        facts.append(
-            {
-                "screened": True,
-                "directions": int(item.analytic.size),
-                "relative_band": float(np.max(relative[q])),
-                "miss_probability": {k: float(v[q]) for k, v in miss.items()},
-            }
-        )
-        dtype = item.value.dtype
-        if is_float_dtype(dtype) and float_eps(dtype) > EPS:
-            comparison = compare_quantity(
-                item.name,
-                item.analytic.astype(item.value.dtype),
-                Reference(item.numeric, item.autodiff, item.rounding),
-                batch_size=batch,
+    def per_quantity(ufunc: np.ufunc, a: NDArray) -> list:
+        return ufunc.reduceat(a, starts).tolist()
+
+    n_mismatched = per_quantity(np.add, mismatched.astype(np.int64))
+    n_unsettled = per_quantity(np.add, (unsettled | unresolved).astype(np.int64))
+    stats = {
+        "max_abs_discrepancy": per_quantity(np.maximum, diff),
+        "max_rel_discrepancy": per_quantity(np.maximum, rel),
+        "max_reference_gap": per_quantity(np.maximum, gap),
+        "max_band": per_quantity(np.maximum, band),
+        "max_band_ratio": per_quantity(np.maximum, diff_ratio),
+        "max_reference_ratio": per_quantity(np.maximum, gap_ratio),
+    }
+    relative_band = per_quantity(np.maximum, relative)
+    # Worst first within each quantity; the sort is stable, so ties keep
+    # their order, as in compare_quantity. Only those entries become Python
+    # floats.
+    order = np.lexsort((-severity, quantity))
+    kept = np.minimum(sizes, DEFAULT_WORST)
+    picked = order[
+        np.concatenate([np.arange(a, a + n) for a, n in zip(starts, kept, strict=True)])
+    ]
+    worst_values = [
+        array[picked].tolist() for array in (analytic, numeric, autodiff, band)
+    ]
+    worst_local = (picked - starts[quantity[picked]]).tolist()
+    names = {dtype: dtype_name(dtype) for dtype in set(segments.dtypes)}
+
+    comparisons: dict[str, QuantityComparison] = {}
+    details: dict[str, dict[str, object]] = {}
+    first = 0
+    for q, name in enumerate(segments.names):
+        screened, shape, size = segments.screened[q], segments.shapes[q], int(sizes[q])
+        worst = []
+        for i in range(first, first + int(kept[q])):
+            local = worst_local[i]
+            worst.append(
+                Discrepancy(
+                    name=f"{name}<r{local}>"
+                    if screened
+                    else entry_name(name, np.unravel_index(local, shape)),
+                    analytic=worst_values[0][i],
+                    numeric=worst_values[1][i],
+                    autodiff=worst_values[2][i],
+                    band=worst_values[3][i],
+                )
             )
-            comparisons.append(
-                replace(comparison, shape=item.value.shape, signature=None, worst=())
-            )
-            continue
-        if mismatched[q].any():
+        first += int(kept[q])
+        if n_mismatched[q]:
             verdict = Verdict.FAIL
-        elif unsettled[q].any() or unresolved[q].any():
+        elif n_unsettled[q]:
             verdict = Verdict.INCONCLUSIVE
         else:
             verdict = Verdict.PASS
-        order = np.argsort(-severity[q], kind="stable")[:DEFAULT_WORST]
-        worst = tuple(
-            Discrepancy(
-                name=f"{item.name}<r{k}>",
-                analytic=float(analytic[q, k]),
-                numeric=float(numeric[q, k]),
-                autodiff=float(autodiff[q, k]),
-                band=float(band[q, k]),
-            )
-            for k in order
+        comparisons[name] = QuantityComparison(
+            name=name,
+            verdict=verdict,
+            shape=shape,
+            n_mismatched=n_mismatched[q],
+            n_unsettled=n_unsettled[q],
+            **{key: column[q] for key, column in stats.items()},
+            worst=tuple(worst),
+            note=(
+                f"screened along {size} random directions; entries are directions"
+                if screened
+                else ""
+            ),
+            precision=names[segments.dtypes[q]],
         )
-        comparisons.append(
-            QuantityComparison(
-                name=item.name,
-                verdict=verdict,
-                shape=tuple(item.value.shape),
-                n_mismatched=int(mismatched[q].sum()),
-                n_unsettled=int((unsettled[q] | unresolved[q]).sum()),
-                max_abs_discrepancy=float(diff[q].max()),
-                max_rel_discrepancy=float(rel[q].max()),
-                max_reference_gap=float(gap[q].max()),
-                max_band=float(band[q].max()),
-                max_band_ratio=float(diff_ratio[q].max()),
-                max_reference_ratio=float(gap_ratio[q].max()),
-                worst=worst,
-                note=(
-                    f"screened along {item.analytic.size} random directions; "
-                    "entries are directions"
-                ),
-            )
+        details[name] = (
+            {
+                "screened": True,
+                "directions": size,
+                "relative_band": relative_band[q],
+                "miss_probability": {
+                    f"{s:g}": p for s, p in zip(MISS_SIZES, miss[q], strict=True)
+                },
+            }
+            if screened
+            else {"screened": False}
         )
-    return comparisons, facts
+    return comparisons, details
 
 
 def _unscreenable(
-    name: str, shape: tuple[int, ...], value: Array
+    name: str, shape: tuple[int, ...], value: NDArray
 ) -> QuantityComparison:
     """A placeholder for a quantity that must be checked in full."""
     return QuantityComparison(
