@@ -15,7 +15,7 @@ import functools
 import ml_dtypes
 import numpy as np
 
-__all__ = ["float_eps", "is_float_dtype", "dtype_name"]
+__all__ = ["float_eps", "float_tiny", "is_float_dtype", "dtype_name"]
 
 
 @functools.cache
@@ -43,6 +43,19 @@ def float_eps(dtype: object) -> float:
     if info is None:
         raise TypeError(f"{dtype} is not a floating-point dtype")
     return float(info.eps)  # type: ignore[attr-defined]
+
+
+def float_tiny(dtype: object) -> float:
+    """Return the smallest normal number of a floating-point ``dtype``.
+
+    Below it a value keeps no relative accuracy: a computation in that
+    format may round it to a subnormal or to zero, off by up to this much.
+    """
+    dtype = np.dtype(dtype)
+    info = np.finfo(dtype) if dtype.kind == "f" else _ml_finfo(dtype)
+    if info is None:
+        raise TypeError(f"{dtype} is not a floating-point dtype")
+    return float(info.smallest_normal)  # type: ignore[attr-defined]
 
 
 def dtype_name(dtype: object) -> str:

@@ -33,6 +33,7 @@ The count of operations is the only constant: the sigmoid costs three
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,7 +41,7 @@ from numpy.typing import NDArray
 from gradcheck._delta_rule import _sigmoid, quantity_names
 from gradcheck._networks import Network, bias_name, weight_name
 
-__all__ = ["delta_rule_error_bounds"]
+__all__ = ["delta_rule_error_bounds", "delta_rule_error_totals"]
 
 Array = NDArray[np.float64]
 
@@ -68,83 +69,162 @@ def delta_rule_error_bounds(
         Per quantity name, an array of its shape: the first-order error
         bound in units of ``u``.
     """
-    absw = {name: np.abs(w) for name, w in params.items()}
-    out = network.output_layer
-
-    # Forward pass, with the error of each net input and output.
-    y: dict[int, Array] = {0: x}
-    err_y: dict[int, Array] = {0: np.abs(x)}
-    for v in range(1, network.n_layers):
-        preds = network.predecessors(v)
-        s = sum(y[u] @ params[weight_name(u, v)] for u in preds)
-        magnitude = sum(np.abs(y[u]) @ absw[weight_name(u, v)] for u in preds)
-        n_terms = sum(network.sizes[u] for u in preds)
-        if network.bias:
-            s = s + params[bias_name(v)]
-            magnitude = magnitude + absw[bias_name(v)]
-            n_terms += 1
-        # Each product and each addition rounds (n_terms of each), and the
-        # weights themselves are rounded: sqrt(n_terms + 1) u per magnitude.
-        err_s = np.sqrt(n_terms + 1) * magnitude + sum(
-            err_y[u] @ absw[weight_name(u, v)] for u in preds
-        )
-        y[v] = _sigmoid(s)
-        slope = y[v] * (1.0 - y[v])
-        err_y[v] = slope * err_s + SIGMOID_OPERATIONS * np.abs(y[v])
-
-    bounds: dict[str, Array] = {}
-    theta: dict[int, Array] = {}
-    err_theta: dict[int, Array] = {}
-
-    # dE/dy = y - d; the target is rounded too.
-    dedy = y[out] - d
-    err_dedy = err_y[out] + np.abs(d) + np.abs(dedy)
-    bounds[f"dE/dy[{out}]"] = err_dedy
-    for v in range(out, 0, -1):
-        yv = y[v]
-        one_minus = 1.0 - yv
-        slope = yv * one_minus
-        # 1 - y cancels: its error is y's error, whatever its own size.
-        err_one_minus = err_y[v] + np.abs(one_minus)
-        err_slope = (
-            np.abs(yv) * err_one_minus + np.abs(one_minus) * err_y[v] + np.abs(slope)
-        )
-        bounds[f"dy/ds[{v}]"] = err_slope
-        if v == out:
-            theta[v] = -dedy * slope
-            err_theta[v] = (
-                np.abs(dedy) * err_slope + np.abs(slope) * err_dedy + np.abs(theta[v])
-            )
-        else:
-            succs = network.successors(v)
-            back = sum(theta[o] @ params[weight_name(v, o)].T for o in succs)
-            magnitude = sum(np.abs(theta[o]) @ absw[weight_name(v, o)].T for o in succs)
-            n_terms = sum(network.sizes[o] for o in succs)
-            err_back = np.sqrt(n_terms + 1) * magnitude + sum(
-                err_theta[o] @ absw[weight_name(v, o)].T for o in succs
-            )
-            theta[v] = slope * back
-            err_theta[v] = (
-                np.abs(slope) * err_back + np.abs(back) * err_slope + np.abs(theta[v])
-            )
-        bounds[f"theta[{v}]"] = err_theta[v]
-
-        batch = x.shape[0]
+    run = _RunningErrors.of(network, params, x, d)
+    bounds = dict(run.elementwise)
+    batch = x.shape[0]
+    for v in range(network.output_layer, 0, -1):
+        theta, err_theta = run.theta[v], run.err_theta[v]
         for u in network.predecessors(v):
             name = weight_name(u, v)
-            grad = np.abs(y[u]).T @ np.abs(theta[v])
+            grad = np.abs(run.y[u]).T @ np.abs(theta)
             err = (
-                err_y[u].T @ np.abs(theta[v])
-                + np.abs(y[u]).T @ err_theta[v]
+                run.err_y[u].T @ np.abs(theta)
+                + np.abs(run.y[u]).T @ err_theta
                 + np.sqrt(batch + 1) * grad
             )
             bounds[f"dE/d{name}"] = err
             bounds[f"Delta {name}"] = eta * err + 2.0 * eta * grad
         if network.bias:
             name = bias_name(v)
-            total = np.abs(theta[v]).sum(axis=0)
-            err = err_theta[v].sum(axis=0) + np.sqrt(batch) * total
+            total = np.abs(theta).sum(axis=0)
+            err = err_theta.sum(axis=0) + np.sqrt(batch) * total
             bounds[f"dE/d{name}"] = err
             bounds[f"Delta {name}"] = eta * err + 2.0 * eta * total
-
     return {name: bounds[name] for name in quantity_names(network)}
+
+
+def delta_rule_error_totals(
+    network: Network,
+    params: Mapping[str, Array],
+    x: Array,
+    d: Array,
+    eta: float,
+) -> dict[str, float]:
+    """Sum the bounds of :func:`delta_rule_error_bounds` over each quantity.
+
+    A projection ``<r, q>`` of a quantity computed with unit roundoff
+    ``u`` is off by at most ``u * max |r| * total``. The totals of the
+    weight gradients come from row sums, ``sum_ij (|a|^T |b|)_ij = sum_k
+    (sum_i |a_ki|) (sum_j |b_kj|)``, without forming their matrices, so
+    they cost a fraction of the derivation.
+    """
+    run = _RunningErrors.of(network, params, x, d)
+    totals = {name: float(np.sum(b)) for name, b in run.elementwise.items()}
+    batch = x.shape[0]
+    sums_y = {u: np.abs(y).sum(axis=1) for u, y in run.y.items()}
+    sums_err_y = {u: e.sum(axis=1) for u, e in run.err_y.items()}
+    for v in range(network.output_layer, 0, -1):
+        theta_sums = np.abs(run.theta[v]).sum(axis=1)
+        err_theta_sums = run.err_theta[v].sum(axis=1)
+        for u in network.predecessors(v):
+            name = weight_name(u, v)
+            grad = float(sums_y[u] @ theta_sums)
+            err = (
+                float(sums_err_y[u] @ theta_sums)
+                + float(sums_y[u] @ err_theta_sums)
+                + np.sqrt(batch + 1) * grad
+            )
+            totals[f"dE/d{name}"] = err
+            totals[f"Delta {name}"] = eta * err + 2.0 * eta * grad
+        if network.bias:
+            name = bias_name(v)
+            total = float(theta_sums.sum())
+            err = float(err_theta_sums.sum()) + np.sqrt(batch) * total
+            totals[f"dE/d{name}"] = err
+            totals[f"Delta {name}"] = eta * err + 2.0 * eta * total
+    return {name: totals[name] for name in quantity_names(network)}
+
+
+@dataclass(frozen=True)
+class _RunningErrors:
+    """The delta rule's forward and backward pass with the bound of each step.
+
+    Attributes:
+        y: output per layer, ``y[0]`` the input.
+        err_y: the error bound of each output, in units of ``u``.
+        theta: the error signal per non-input layer.
+        err_theta: its error bound.
+        elementwise: the bounds of ``dE/dy``, ``dy/ds`` and ``theta``, by
+            name.
+    """
+
+    y: dict[int, Array]
+    err_y: dict[int, Array]
+    theta: dict[int, Array]
+    err_theta: dict[int, Array]
+    elementwise: dict[str, Array]
+
+    @classmethod
+    def of(
+        cls, network: Network, params: Mapping[str, Array], x: Array, d: Array
+    ) -> _RunningErrors:
+        absw = {name: np.abs(w) for name, w in params.items()}
+        out = network.output_layer
+
+        # Forward pass, with the error of each net input and output.
+        y: dict[int, Array] = {0: x}
+        err_y: dict[int, Array] = {0: np.abs(x)}
+        for v in range(1, network.n_layers):
+            preds = network.predecessors(v)
+            s = sum(y[u] @ params[weight_name(u, v)] for u in preds)
+            magnitude = sum(np.abs(y[u]) @ absw[weight_name(u, v)] for u in preds)
+            n_terms = sum(network.sizes[u] for u in preds)
+            if network.bias:
+                s = s + params[bias_name(v)]
+                magnitude = magnitude + absw[bias_name(v)]
+                n_terms += 1
+            # Each product and each addition rounds (n_terms of each), and
+            # the weights themselves are rounded: sqrt(n_terms + 1) u per
+            # magnitude.
+            err_s = np.sqrt(n_terms + 1) * magnitude + sum(
+                err_y[u] @ absw[weight_name(u, v)] for u in preds
+            )
+            y[v] = _sigmoid(s)
+            slope = y[v] * (1.0 - y[v])
+            err_y[v] = slope * err_s + SIGMOID_OPERATIONS * np.abs(y[v])
+
+        elementwise: dict[str, Array] = {}
+        theta: dict[int, Array] = {}
+        err_theta: dict[int, Array] = {}
+
+        # dE/dy = y - d; the target is rounded too.
+        dedy = y[out] - d
+        err_dedy = err_y[out] + np.abs(d) + np.abs(dedy)
+        elementwise[f"dE/dy[{out}]"] = err_dedy
+        for v in range(out, 0, -1):
+            yv = y[v]
+            one_minus = 1.0 - yv
+            slope = yv * one_minus
+            # 1 - y cancels: its error is y's error, whatever its own size.
+            err_one_minus = err_y[v] + np.abs(one_minus)
+            err_slope = (
+                np.abs(yv) * err_one_minus
+                + np.abs(one_minus) * err_y[v]
+                + np.abs(slope)
+            )
+            elementwise[f"dy/ds[{v}]"] = err_slope
+            if v == out:
+                theta[v] = -dedy * slope
+                err_theta[v] = (
+                    np.abs(dedy) * err_slope
+                    + np.abs(slope) * err_dedy
+                    + np.abs(theta[v])
+                )
+            else:
+                succs = network.successors(v)
+                back = sum(theta[o] @ params[weight_name(v, o)].T for o in succs)
+                magnitude = sum(
+                    np.abs(theta[o]) @ absw[weight_name(v, o)].T for o in succs
+                )
+                n_terms = sum(network.sizes[o] for o in succs)
+                err_back = np.sqrt(n_terms + 1) * magnitude + sum(
+                    err_theta[o] @ absw[weight_name(v, o)].T for o in succs
+                )
+                theta[v] = slope * back
+                err_theta[v] = (
+                    np.abs(slope) * err_back
+                    + np.abs(back) * err_slope
+                    + np.abs(theta[v])
+                )
+            elementwise[f"theta[{v}]"] = err_theta[v]
+        return cls(y, err_y, theta, err_theta, elementwise)

@@ -2,20 +2,34 @@
 """Directional screening of a delta-rule derivation.
 
 A full check takes finite differences along every parameter and probe
-column. A screen takes them along ``k`` random directions per named
-tensor instead, and compares directional derivatives::
+column. A screen compares projections instead. Along ``k`` random
+directions ``r`` per named tensor::
 
-    <analytic, r>   against   numeric d/dt E(z + t r)   and   <autodiff, r>
+    <analytic, r>   against   <autodiff, r>
 
-with the same central differences at ``h`` and ``h / 2``, Richardson
-extrapolation, error estimate and three-way triage as a full check
-(:mod:`gradcheck._compare`): references that disagree make the tensor
-inconclusive, never a failure. Autodiff is evaluated once, at the point;
-where a full check measures how far rounding moves each reference (the
-perturbation trials), a screen estimates it a priori. Whatever does not
-pass the screen is checked in full, so the screen decides no failure and
-no inconclusive verdict on its own: it only decides what is left out of
-the full check.
+held to the rounding allowance of the projection (see
+:func:`_project_autodiff`) and to how far a right computation of the
+quantity may be off (a running error bound,
+:func:`gradcheck._rounding.delta_rule_error_totals`); and along the first
+``NUMERIC_DIRECTIONS`` of them::
+
+    <autodiff, r>   against   numeric d/dt E(z + t r)
+
+with the central differences at ``h`` and ``h / 2``, Richardson
+extrapolation and error estimate of a full check. The first comparison is
+the sharp one: a right derivation follows autodiff to rounding, so its
+band is some ulps of the projection's terms rather than the finite
+differences' error, which is orders of magnitude wider. The second
+confirms autodiff itself at this point, tensor by tensor: references that
+disagree make the tensor inconclusive, never a failure. Autodiff is
+evaluated once, at the point; where a full check measures how far
+rounding moves each reference (the perturbation trials), a screen bounds
+it a priori. Whatever does not pass the screen is checked in full, with
+the three-way triage of :mod:`gradcheck._compare`, so the screen decides
+no failure and no inconclusive verdict on its own: it only decides what
+is left out of the full check. An analytic value off autodiff by more
+than rounding but less than finite differences resolve is checked in
+full too, and judged there.
 
 Directions are drawn per tensor (``dE/dW[u->v]`` and ``Delta W[u->v]``
 share those of ``W[u->v]``; ``theta[v]`` and ``dE/dy[o]`` get directions
@@ -37,11 +51,12 @@ error with a component along ``g`` is caught at least as surely once it
 is larger than the band. Each screened tensor records its relative band
 and this miss probability at ``rho`` = 1e-2, 1e-4 and 1e-6.
 
-``dy/ds[v]`` is elementwise and cheap, so every entry of it is compared.
+``dy/ds[v]`` is elementwise and cheap, so every entry of it is compared,
+with the rules and bands of a full check.
 
 A screen is made to be cheap next to the derivation it checks, so its
 work is arrays, not Python objects per entry or direction: every layer's
-directions run through the network together (see
+differenced directions run through the network together (see
 :meth:`gradcheck._structured.Point.directional_losses`), and every
 quantity's directions and every ``dy/ds`` entry are triaged in one pass
 (:func:`_triage`). The directions of the last (seed, count, shapes) are
@@ -82,9 +97,10 @@ from gradcheck._numeric import (
     default_steps,
     elementwise_points,
 )
-from gradcheck._precision import dtype_name, float_eps, is_float_dtype
+from gradcheck._precision import dtype_name, float_eps, float_tiny, is_float_dtype
 from gradcheck._references import _compiled
-from gradcheck._structured import Point, sigmoid
+from gradcheck._rounding import delta_rule_error_totals
+from gradcheck._structured import Point, sigmoid, workspace
 
 __all__ = ["MISS_SIZES", "ScreenOutcome", "screen_delta_rule"]
 
@@ -96,6 +112,11 @@ MISS_SIZES = (1e-2, 1e-4, 1e-6)
 # How many standard deviations of the first-order change of the loss under
 # the perturbation trials the screen's a-priori noise bound takes.
 NOISE_SPREADS = 3.0
+
+# Directions per tensor along which autodiff is checked against finite
+# differences. One is enough to catch a wrong reference, whose errors are
+# not small; the analytic value is held to autodiff along all of them.
+NUMERIC_DIRECTIONS = 1
 
 # The most directions kept for reuse, in floats: 64 MiB, four directions
 # per parameter of a network of two million.
@@ -186,6 +207,7 @@ def screen_delta_rule(
     found: dict[str, QuantityComparison] = {}
     projections: dict[str, tuple[Array, Array, Array]] = {}
     slopes: list[NumericEstimate] | None = None
+    totals: dict[str, float] | None = None
     for name in quantity_names(network):
         if name not in analytic:
             continue
@@ -201,11 +223,10 @@ def screen_delta_rule(
             segments.add(
                 name,
                 value,
-                value.astype(np.float64).ravel(),
+                np.asarray(value, dtype=np.float64).ravel(),
                 slopes[v - 1],
                 expected.ravel(),
                 moved["slopes"][v - 1].ravel(),
-                screened=False,
             )
             continue
         key, factor = _tensor_of(name, eta)
@@ -213,15 +234,28 @@ def screen_delta_rule(
         if value.shape != tensor.shape:
             found[name] = _unscreenable(name, tensor.shape, value)
             continue
-        r = drawn[key]
-        projected = r @ value.astype(np.float64).reshape(-1)
+        r = drawn.rows[key]
+        projected = r @ np.asarray(value, dtype=np.float64).reshape(-1)
         # A NaN or infinity anywhere in the value shows in every direction.
         if not np.isfinite(projected).all():
             found[name] = _unscreenable(name, tensor.shape, value)
             continue
         if key not in projections:
-            projections[key] = (*_project_autodiff(tensor, r), numeric[key])
+            projections[key] = (
+                *_project_autodiff(tensor, r, drawn.abs_sums[key], drawn.abs_max[key]),
+                numeric[key],
+            )
         autodiff, rounding, estimate = projections[key]
+        if totals is None:
+            totals = delta_rule_error_totals(network, params, x, d, eta)
+        # How far a right computation of the value, and autodiff's own, may
+        # be off along each direction: max |r| times the sum of the
+        # per-entry bounds, each in its own unit roundoff.
+        # In a lower precision, an entry below its smallest normal number
+        # may also be off by up to that number (rounded to zero, say).
+        dtype = value.dtype if is_float_dtype(value.dtype) else np.dtype(np.float64)
+        u = 0.5 * (float_eps(dtype) + EPS)
+        tiny = float_tiny(dtype) if float_eps(dtype) > EPS else 0.0
         segments.add(
             name,
             value,
@@ -229,7 +263,7 @@ def screen_delta_rule(
             estimate.scaled(factor),
             factor * autodiff,
             abs(factor) * rounding,
-            screened=True,
+            bound=u * drawn.abs_max[key] * totals[name] + tiny * drawn.abs_sums[key],
         )
 
     comparisons_found, details = _triage(segments, batch)
@@ -289,13 +323,8 @@ def _rounding_bounds(
     s, y = base["s"], base["sigma"]
     columns = np.concatenate([*s, y[-1]], axis=1)
     loss = float(np.sum(base["losses"]))
-    spread = math.sqrt(
-        (
-            float(np.sum((base["g_z"] * z) ** 2))
-            + float(np.sum((base["g_cols"] * columns) ** 2))
-        )
-        / 3.0
-    )
+    moves = [base["g_z"] * z, np.ravel(base["g_cols"] * columns)]
+    spread = math.sqrt(sum(float(c @ c) for c in moves) / 3.0)
     bounds: dict[str, object] = {
         "loss": JITTER * (abs(loss) + NOISE_SPREADS * spread),
         "slopes": [],
@@ -339,17 +368,26 @@ def _sigmoid_differences(
     return estimates
 
 
-@functools.lru_cache(maxsize=1)
-def _kept_directions(
-    shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
-) -> dict[str, Array]:
-    return _drawn(shapes, directions, seed)
+@dataclass(frozen=True)
+class _Directions:
+    """The drawn directions, per tensor.
+
+    Attributes:
+        rows: read-only, ``(directions, size)``: one flattened direction per
+            row.
+        abs_sums: ``sum |r|`` per direction, ``(directions,)``.
+        abs_max: ``max |r|`` per direction, ``(directions,)``.
+    """
+
+    rows: dict[str, Array]
+    abs_sums: dict[str, Array]
+    abs_max: dict[str, Array]
 
 
 def _draw_directions(
     shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
-) -> dict[str, Array]:
-    """Return ``directions`` standard normal directions per tensor.
+) -> _Directions:
+    """Draw ``directions`` standard normal directions per tensor.
 
     Args:
         shapes: ``(key, shape)`` per tensor, in the order they are drawn.
@@ -357,8 +395,7 @@ def _draw_directions(
         seed: seeds ``numpy.random.default_rng``.
 
     Returns:
-        Per tensor, read-only, ``(directions, size)``: one flattened
-        direction per row. The last set that fits in ``KEPT_DIRECTIONS``
+        The directions. The last set that fits in ``KEPT_DIRECTIONS``
         floats is kept and returned again for the same arguments.
     """
     total = directions * sum(math.prod(shape) for _, shape in shapes)
@@ -367,16 +404,27 @@ def _draw_directions(
     return _drawn(shapes, directions, seed)
 
 
+@functools.lru_cache(maxsize=1)
+def _kept_directions(
+    shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
+) -> _Directions:
+    return _drawn(shapes, directions, seed)
+
+
 def _drawn(
     shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
-) -> dict[str, Array]:
+) -> _Directions:
     rng = np.random.default_rng(seed)
     sizes = [directions * math.prod(shape) for _, shape in shapes]
     flat = rng.standard_normal(sum(sizes))
     flat.flags.writeable = False
-    drawn, start = {}, 0
+    drawn = _Directions({}, {}, {})
+    start = 0
     for (key, _), size in zip(shapes, sizes, strict=True):
-        drawn[key] = flat[start : start + size].reshape(directions, -1)
+        rows = flat[start : start + size].reshape(directions, -1)
+        drawn.rows[key] = rows
+        drawn.abs_sums[key] = np.abs(rows).sum(axis=1)
+        drawn.abs_max[key] = np.abs(rows).max(axis=1)
         start += size
     return drawn
 
@@ -424,11 +472,11 @@ def _tensors(
 def _directional_differences(
     point: Point,
     tensors: Mapping[str, _Tensor],
-    drawn: Mapping[str, Array],
+    drawn: _Directions,
     noise: float,
     rel_step: float | None,
 ) -> dict[str, NumericEstimate]:
-    """Differentiate E along every drawn direction, all in one pass.
+    """Differentiate E along the first directions of every tensor, in one pass.
 
     A direction ``r`` of ``W[u->v]`` moves ``s_v`` by ``t * y_u @ r``, one of
     ``b[v]`` or of the probe on ``s_v`` by ``t * r``: every direction of
@@ -438,52 +486,65 @@ def _directional_differences(
     probe moves ``y_o`` itself.
     """
     batch = point.batch
-    per_layer: dict[int, list[tuple[str, Array, float]]] = {}
+    per_layer: dict[int, list[tuple[str, int, float]]] = {}
     for key, tensor in tensors.items():
-        r = drawn[key].reshape(-1, *tensor.shape)
         params = point.params.get(key)
-        scale = 0.0 if params is None else float(np.max(np.abs(params)))
+        scale = (
+            0.0 if params is None else max(float(params.max()), -float(params.min()))
+        )
         h = float(default_steps(np.array([scale]), rel_step)[0])
-        if key.startswith("W"):
-            u = int(key[2:-1].split("->")[0])
-            q = np.matmul(point.y[u], r)
-        elif key.startswith("b"):
-            q = np.broadcast_to(r[:, None, :], (r.shape[0], batch, r.shape[1]))
-        else:
-            q = r
         layer = -1 if key.startswith("y") else tensor.layer
-        per_layer.setdefault(layer, []).append((key, q, h))
+        n = min(NUMERIC_DIRECTIONS, drawn.rows[key].shape[0])
+        per_layer.setdefault(layer, []).append((key, n, h))
 
-    changes: dict[int, Array] = {}
+    moves: dict[int, tuple[Array, Array]] = {}
     steps: dict[int, Array] = {}
     for layer, items in per_layer.items():
-        q = np.concatenate([item[1] for item in items])
-        h = np.concatenate([np.full(item[1].shape[0], item[2]) for item in items])
-        shifts = np.concatenate([h, -h, h / 2.0, -h / 2.0])
-        changes[layer] = (shifts.reshape(4, -1, 1, 1) * q[None]).reshape(
-            -1, *q.shape[1:]
-        )
-        steps[layer] = h
-    losses: dict[int, Array] = {}
-    if -1 in changes:
-        losses[-1] = point.output_shift_losses(changes.pop(-1)).sum(axis=1)
-    if changes:
-        flat = point.directional_losses(changes)
+        width = point.network.sizes[layer]
+        q = workspace(f"q{layer}", (sum(n for _, n, _ in items), batch, width))
         start = 0
-        for layer in sorted(changes):
-            losses[layer] = flat[start : start + changes[layer].shape[0]]
-            start += changes[layer].shape[0]
+        for key, n, _ in items:
+            r = drawn.rows[key][:n].reshape(n, *tensors[key].shape)
+            part = q[start : start + n]
+            if key.startswith("W"):
+                u = int(key[2:-1].split("->")[0])
+                np.matmul(point.y[u], r, out=part)
+            elif key.startswith("b"):
+                part[...] = r[:, None, :]
+            else:
+                part[...] = r
+            start += n
+        steps[layer] = np.concatenate([np.full(n, step) for _, n, step in items])
+        moves[layer] = (q, steps[layer])
+    losses: dict[int, Array] = {}
+    if -1 in moves:
+        q, h = moves.pop(-1)
+        shifts = np.concatenate([h, -h, h / 2.0, -h / 2.0])
+        dy = shifts[:, None, None] * np.concatenate([q] * 4)
+        losses[-1] = point.output_shift_losses(dy).sum(axis=1).reshape(4, -1)
+    if moves:
+        flat = point.directional_losses(moves)
+        start = 0
+        for layer in sorted(moves):
+            n = moves[layer][0].shape[0]
+            losses[layer] = flat[:, start : start + n]
+            start += n
 
     order = list(per_layer)
-    f = np.concatenate([losses[layer].reshape(4, -1) for layer in order], axis=1)
-    h = np.concatenate([steps[layer] for layer in order])
+    f = np.concatenate([losses[layer] for layer in order], axis=1)
+    h = np.concatenate(
+        [
+            np.array([step for _, n, step in per_layer[layer] for _ in range(n)])
+            for layer in order
+        ]
+    )
     points = (h, -h, h / 2.0, -h / 2.0)
     estimate = combine_elementwise(tuple(f), points, h, noise=noise)
     estimates: dict[str, NumericEstimate] = {}
     start = 0
     for layer in order:
-        for key, q_item, _ in per_layer[layer]:
-            part = slice(start, start + q_item.shape[0])
+        for key, n, _ in per_layer[layer]:
+            part = slice(start, start + n)
             estimates[key] = NumericEstimate(
                 estimate.value[part], estimate.error[part], estimate.step[part]
             )
@@ -491,29 +552,34 @@ def _directional_differences(
     return estimates
 
 
-def _project_autodiff(tensor: _Tensor, r: Array) -> tuple[Array, Array]:
+def _project_autodiff(
+    tensor: _Tensor, r: Array, abs_sums: Array, abs_max: Array
+) -> tuple[Array, Array]:
     """Return ``<autodiff, r>`` per direction and the rounding allowance of it.
 
     A right analytic value follows autodiff to its rounding allowance per
     entry (see :mod:`gradcheck._compare`), here the floor at the tensor's
-    scale; projected, those allowances add up with the weights ``|r|``.
-    The projection's own summation adds a few ulps of the sum of the
-    terms' magnitudes.
+    scale; projected, those allowances add up with the weights ``|r|``
+    (``abs_sums`` per direction). The projection's own summation adds a
+    few ulps of the sum of the terms' magnitudes, at most ``max |r|`` times
+    ``sum |g|`` (``abs_max`` per direction).
     """
     g = tensor.autodiff.reshape(-1)
-    floor = ROUNDING_FACTOR * EPS * float(np.max(np.abs(g), initial=0.0))
-    weights = np.abs(r)
-    magnitude = weights @ np.abs(g)
-    rounding = floor * weights.sum(axis=1)
+    magnitudes = np.abs(g)
+    floor = ROUNDING_FACTOR * EPS * float(np.max(magnitudes, initial=0.0))
+    magnitude = abs_max * float(np.sum(magnitudes))
+    rounding = floor * abs_sums
     return r @ g, rounding + (math.log2(g.size) + 2.0) * EPS * magnitude
 
 
 class _Segments:
     """Every compared quantity, its entries laid end to end.
 
-    The entries of a screened quantity are its directions; those of
-    ``dy/ds`` its entries. Each of ``analytic``, ``numeric``, ``error``,
-    ``autodiff`` and ``rounding`` gets one flat array per quantity.
+    The entries of a screened quantity are its directions, the first
+    ``NUMERIC_DIRECTIONS`` of which have a finite difference; those of
+    ``dy/ds`` are its entries, each with one. Each of ``analytic``,
+    ``autodiff`` and ``rounding`` gets one flat array per quantity;
+    ``numeric`` and ``error`` cover the differenced entries only.
     """
 
     def __init__(self) -> None:
@@ -521,8 +587,10 @@ class _Segments:
         self.shapes: list[tuple[int, ...]] = []
         self.dtypes: list[np.dtype] = []
         self.screened: list[bool] = []
+        self.differenced: list[int] = []
         self.columns: dict[str, list[Array]] = {
-            key: [] for key in ("analytic", "numeric", "error", "autodiff", "rounding")
+            key: []
+            for key in ("analytic", "numeric", "error", "autodiff", "rounding", "bound")
         }
 
     def add(
@@ -533,22 +601,30 @@ class _Segments:
         numeric: NumericEstimate,
         autodiff: Array,
         rounding: Array,
-        *,
-        screened: bool,
+        bound: Array | None = None,
     ) -> None:
-        """Add one quantity: its flat values against its flat references."""
+        """Add one quantity: its flat values against its flat references.
+
+        ``numeric`` may cover only the leading entries of the others. A
+        quantity with an error ``bound`` (its directions') is screened, and
+        held to autodiff within rounding and that bound; one without is
+        elementwise, held to the rules of a full check.
+        """
+        screened = bound is not None
         self.names.append(name)
         self.shapes.append(tuple(value.shape))
         self.dtypes.append(
             value.dtype if is_float_dtype(value.dtype) else np.dtype(np.float64)
         )
         self.screened.append(screened)
+        self.differenced.append(numeric.value.size)
         for key, array in (
             ("analytic", analytic),
             ("numeric", numeric.value),
             ("error", numeric.error),
             ("autodiff", autodiff),
             ("rounding", rounding),
+            ("bound", np.zeros_like(analytic) if bound is None else bound),
         ):
             self.columns[key].append(np.ravel(array))
 
@@ -562,29 +638,53 @@ def _triage(
 ) -> tuple[dict[str, QuantityComparison], dict[str, dict[str, object]]]:
     """Compare every quantity, all entries and directions in one pass.
 
-    The rules are :func:`gradcheck._compare.compare_quantity`'s, an analytic
-    value in a lower precision held to its own as there, applied to every
-    entry at once and reduced per quantity; one call per quantity costs
-    more than the rest of a screen of a small network. A screened
-    quantity's entries are its directions, named ``<r0>``, ``<r1>``, ...
+    An entry of ``dy/ds`` is held to the rules and bands of
+    :func:`gradcheck._compare.compare_quantity`, an analytic value in a
+    lower precision to its own as there. A screened direction is held to
+    autodiff within the rounding part of that band and the error bound of
+    a right computation, and autodiff to finite differences where it has
+    one (see the module docstring). All
+    entries are compared at once and reduced per quantity: one call per
+    quantity costs more than the rest of a screen of a small network. A
+    screened quantity's entries are its directions, named ``<r0>``,
+    ``<r1>``, ...
     """
     if not segments.names:
         return {}, {}
     sizes = np.array([len(a) for a in segments.columns["analytic"]])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     quantity = np.repeat(np.arange(sizes.size), sizes)
-    analytic, numeric, error, autodiff, rounding = (
-        segments.flat(key)
-        for key in ("analytic", "numeric", "error", "autodiff", "rounding")
+    analytic, autodiff, rounding, bound = (
+        segments.flat(key) for key in ("analytic", "autodiff", "rounding", "bound")
     )
-    eps_ratio = np.array([float_eps(dtype) / EPS for dtype in segments.dtypes])
+    # The differenced entries lead each quantity: lay the finite
+    # differences out like the rest, NaN (and no error) where there is none.
+    differenced = (
+        np.arange(quantity.size) - starts[quantity]
+        < np.array(segments.differenced)[quantity]
+    )
+    numeric = np.full(quantity.size, np.nan)
+    numeric[differenced] = segments.flat("numeric")
+    error = np.zeros(quantity.size)
+    error[differenced] = segments.flat("error")
+    elementwise = ~np.array(segments.screened)[quantity]
+    ratios = {dtype: float_eps(dtype) / EPS for dtype in set(segments.dtypes)}
+    eps_ratio = np.array([ratios[dtype] for dtype in segments.dtypes])
 
     scale = np.maximum.reduceat(np.abs(autodiff), starts)[quantity]
     floor = rounding + ROUNDING_FACTOR * EPS * scale
     reference_band = SAFETY_FACTOR * (error + floor)
-    rounding_band = SAFETY_FACTOR * eps_ratio[quantity] * floor
-    band = SAFETY_FACTOR * error + rounding_band
-    gap = np.abs(numeric - autodiff)
+    # An elementwise quantity in a lower precision has its rounding scaled
+    # by the ratio of the epsilons; a screened one has an error bound in
+    # its own precision instead, as compare_quantity's error_bound.
+    tinies = {dtype: float_tiny(dtype) for dtype in ratios if ratios[dtype] > 1.0}
+    tiny = np.array([tinies.get(dtype, 0.0) for dtype in segments.dtypes])
+    rounding_band = SAFETY_FACTOR * (
+        np.where(elementwise, eps_ratio[quantity] * floor + tiny[quantity], floor)
+        + bound
+    )
+    band = np.where(elementwise, SAFETY_FACTOR * error, 0.0) + rounding_band
+    gap = np.where(differenced, np.abs(numeric - autodiff), 0.0)
     unsettled = ~(gap <= reference_band)
     diff = np.abs(analytic - autodiff)
     mismatched = ~unsettled & ~(diff <= band)
@@ -677,6 +777,7 @@ def _triage(
             {
                 "screened": True,
                 "directions": size,
+                "differenced": segments.differenced[q],
                 "relative_band": relative_band[q],
                 "miss_probability": {
                     f"{s:g}": p for s, p in zip(MISS_SIZES, miss[q], strict=True)

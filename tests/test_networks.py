@@ -568,3 +568,26 @@ def test_public_names_are_importable_and_listed_once():
     assert sorted(gradcheck.__all__) == sorted(gradcheck._EXPORTS)
     for name in gradcheck.__all__:
         assert getattr(gradcheck, name) is not None
+
+
+def test_network_structure_is_worked_out_once_and_not_shared_out():
+    network = Network((3, 4, 2), skips=((0, 2),), bias=True)
+
+    shapes = network.param_shapes()
+    shapes["W[0->1]"] = (0, 0)
+    del shapes["b[2]"]
+
+    assert network.param_shapes() == {
+        "W[0->1]": (3, 4),
+        "W[0->2]": (3, 2),
+        "W[1->2]": (4, 2),
+        "b[1]": (4,),
+        "b[2]": (2,),
+    }
+    assert network.predecessors(2) == (0, 1)
+    assert network.successors(0) == (1, 2)
+    assert network.successors(2) == ()
+    assert network.n_params == 12 + 6 + 8 + 4 + 2
+    # Cached structure stays out of equality and hashing.
+    same = Network((3, 4, 2), skips=((0, 2),), bias=True)
+    assert same == network and hash(same) == hash(network)

@@ -66,6 +66,48 @@ def test_saturated_float32_derivation_passes():
     assert result.quantity("theta[1]").precision == "float32"
 
 
+@pytest.mark.parametrize("method", ["full", "screen"])
+def test_float32_derivation_of_values_below_its_range_passes(method):
+    # At a net input of -200 the output and the slope are e^-200 =
+    # 1.4e-87, far below the smallest float32 (1.4e-45): a float32
+    # derivation returns 0 there, and is right to. Relative bands alone
+    # called it wrong.
+    network = Network((2, 3, 1), bias=True)
+    params = {
+        "W[0->1]": np.array([[-100.0, -90.0, 0.5], [-100.0, -110.0, -0.5]]),
+        "b[1]": np.zeros(3),
+        "W[1->2]": np.array([[3.0], [-2.0], [0.3]]),
+        "b[2]": np.array([-200.0]),
+    }
+    x = np.array([[1.0, 1.0], [0.9, 1.1]])
+    d = np.array([[0.3], [0.6]])
+    analytic = in_dtype(np.float32)(network, params, x, d, 0.1)
+    assert not analytic["dy/ds[2]"].any()
+    assert not analytic["dy/ds[1]"][:, :2].any()
+
+    result = compare_delta_rule(
+        network, params, x, d, 0.1, in_dtype(np.float32), method=method
+    )
+
+    assert result.verdict is Verdict.PASS, format_failure(result)
+
+
+def test_error_totals_are_the_sums_of_the_bounds():
+    from gradcheck._rounding import delta_rule_error_bounds, delta_rule_error_totals
+
+    network = Network((4, 5, 3, 2), skips=((0, 2), (1, 3)), bias=True)
+    rng = np.random.default_rng(5)
+    params = {n: rng.normal(size=s) for n, s in network.param_shapes().items()}
+    x, d = rng.normal(size=(3, 4)), rng.uniform(size=(3, 2))
+
+    bounds = delta_rule_error_bounds(network, params, x, d, 0.3)
+    totals = delta_rule_error_totals(network, params, x, d, 0.3)
+
+    assert list(totals) == list(bounds)
+    for name, bound in bounds.items():
+        assert totals[name] == pytest.approx(float(np.sum(bound)), rel=1e-12), name
+
+
 def test_saturated_float32_needs_the_error_bound():
     # Without the bound in float32's unit roundoff, scaling the float64
     # allowance by the ratio of epsilons calls the right slope wrong.

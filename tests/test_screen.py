@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from gradcheck import Network, Verdict, compare_delta_rule, delta_rule, mutants
 from gradcheck._screen import MISS_SIZES
 from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 
+DATA = Path(__file__).parent / "data"
 NETWORK = Network((5, 9, 9, 3), skips=((1, 3),), bias=True)
 NO_BIAS = Network((4, 6, 3, 2), skips=((0, 2), (0, 3)), bias=False)
 
@@ -241,3 +243,73 @@ def test_screen_noise_estimate_covers_what_the_trials_measure(seed):
     assert measured["loss"] <= estimated["loss"] <= 20 * measured["loss"]
     for ours, theirs in zip(estimated["slopes"], measured["slopes"], strict=True):
         assert np.all(theirs <= 2 * ours)
+
+
+def test_screen_allows_for_rounding_of_a_sum_that_cancels():
+    # A right derivation of a network whose dE/db[3] (9.7e-8) is a sum
+    # over the batch of terms a thousand times larger: it differs from
+    # autodiff by 2e-12 of itself, far more than ulps of its own size. The
+    # screen holds it to a running error bound of the sum's terms instead,
+    # so it passes without a full check.
+    data = np.load(DATA / "screen_cancelling_bias.npz")
+    network = Network((5, 7, 12, 1, 5), skips=((0, 3), (2, 4)), bias=True)
+    params = {k.removeprefix("param:"): data[k] for k in data if "param:" in k}
+
+    full = compare_delta_rule(network, params, data["x"], data["d"], 0.3)
+    screen = compare_delta_rule(
+        network, params, data["x"], data["d"], 0.3, method="screen", seed=168
+    )
+
+    assert full.verdict is Verdict.PASS
+    worst = full.quantity("dE/db[3]").worst[0]
+    assert abs(worst.analytic - worst.autodiff) > 1e-13 * abs(worst.autodiff)
+    assert screen.verdict is Verdict.PASS
+    assert screen.details["screen"]["checked_in_full"] == []
+
+
+def test_screen_differences_the_first_direction_of_each_tensor():
+    result = compare_delta_rule(*_case(), 0.5, method="screen", directions=3)
+
+    for name, facts in result.details["screen"]["quantities"].items():
+        if facts["screened"]:
+            assert facts["differenced"] == 1, name
+            worst = {w.name: w for w in result.quantity(name).worst}
+            assert np.isfinite(worst[f"{name}<r0>"].numeric)
+            assert np.isnan(worst[f"{name}<r1>"].numeric)
+    # The band is rounding's, not the finite differences': errors of a
+    # millionth are all but certain to show.
+    quantity = result.details["screen"]["quantities"]["dE/dW[0->1]"]
+    assert quantity["relative_band"] < 1e-10
+    assert quantity["miss_probability"]["1e-06"] < 1e-9
+
+
+def test_screen_finds_an_error_below_what_finite_differences_resolve():
+    network, params, x, d = _case()
+
+    def off_by_a_millionth(network, params, x, d, eta):
+        q = delta_rule(network, params, x, d, eta)
+        q["dE/dW[1->2]"] = q["dE/dW[1->2]"] * (1 + 1e-6)
+        return q
+
+    result = compare_delta_rule(
+        network, params, x, d, 0.5, off_by_a_millionth, method="screen"
+    )
+
+    assert result.details["screen"]["checked_in_full"] == ["dE/dW[1->2]"]
+
+
+def test_kept_directions_are_the_drawn_ones_and_read_only():
+    from gradcheck._screen import _draw_directions, _drawn
+
+    shapes = (("W[0->1]", (3, 4)), ("b[1]", (4,)))
+
+    kept = _draw_directions(shapes, 2, 7)
+
+    assert _draw_directions(shapes, 2, 7) is kept
+    fresh = _drawn(shapes, 2, 7)
+    for key in ("W[0->1]", "b[1]"):
+        np.testing.assert_array_equal(kept.rows[key], fresh.rows[key])
+        assert not kept.rows[key].flags.writeable
+        np.testing.assert_array_equal(
+            kept.abs_sums[key], np.abs(fresh.rows[key]).sum(axis=1)
+        )
