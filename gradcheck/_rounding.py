@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 
 from gradcheck._delta_rule import _sigmoid, quantity_names
 from gradcheck._networks import Network, bias_name, weight_name
+from gradcheck._structured import workspace
 
 __all__ = ["delta_rule_error_bounds", "delta_rule_error_totals"]
 
@@ -99,7 +100,8 @@ def delta_rule_error_totals(
     x: Array,
     d: Array,
     eta: float,
-) -> dict[str, float]:
+    outputs: list[Array] | None = None,
+) -> tuple[dict[str, float], dict[int, Array]]:
     """Sum the bounds of :func:`delta_rule_error_bounds` over each quantity.
 
     A projection ``<r, q>`` of a quantity computed with unit roundoff
@@ -107,8 +109,18 @@ def delta_rule_error_totals(
     weight gradients come from row sums, ``sum_ij (|a|^T |b|)_ij = sum_k
     (sum_i |a_ki|) (sum_j |b_kj|)``, without forming their matrices, so
     they cost a fraction of the derivation.
+
+    Args:
+        network, params, x, d, eta: as for
+            :func:`delta_rule_error_bounds`.
+        outputs: each non-input layer's output at the point, when known.
+
+    Returns:
+        The total per quantity name, and per non-input layer ``v`` the
+        sum of the magnitudes of the terms of its net input, ``sum_u |y_u|
+        @ |W[u->v]| + |b[v]|``, which the bounds are made of.
     """
-    run = _RunningErrors.of(network, params, x, d)
+    run = _RunningErrors.of(network, params, x, d, outputs)
     totals = {name: float(np.sum(b)) for name, b in run.elementwise.items()}
     batch = x.shape[0]
     sums_y = {u: np.abs(y).sum(axis=1) for u, y in run.y.items()}
@@ -132,7 +144,7 @@ def delta_rule_error_totals(
             err = float(err_theta_sums.sum()) + np.sqrt(batch) * total
             totals[f"dE/d{name}"] = err
             totals[f"Delta {name}"] = eta * err + 2.0 * eta * total
-    return {name: totals[name] for name in quantity_names(network)}
+    return {name: totals[name] for name in quantity_names(network)}, run.magnitude
 
 
 @dataclass(frozen=True)
@@ -153,33 +165,55 @@ class _RunningErrors:
     theta: dict[int, Array]
     err_theta: dict[int, Array]
     elementwise: dict[str, Array]
+    magnitude: dict[int, Array]
 
     @classmethod
     def of(
-        cls, network: Network, params: Mapping[str, Array], x: Array, d: Array
+        cls,
+        network: Network,
+        params: Mapping[str, Array],
+        x: Array,
+        d: Array,
+        outputs: list[Array] | None = None,
     ) -> _RunningErrors:
-        absw = {name: np.abs(w) for name, w in params.items()}
+        """Run the bounds; ``outputs`` are each non-input layer's, if known.
+
+        ``magnitude[v]`` is the sum of the magnitudes of the terms of
+        ``s_v``, ``sum_u |y_u| @ |W[u->v]| + |b[v]|``.
+        """
+        # Kept working arrays: the magnitudes of a large network's weights
+        # are megabytes, freshly faulted in on every call otherwise.
+        absw = {
+            name: np.abs(w, out=workspace(f"abs {name}", w.shape))
+            for name, w in params.items()
+        }
         out = network.output_layer
 
         # Forward pass, with the error of each net input and output.
         y: dict[int, Array] = {0: x}
         err_y: dict[int, Array] = {0: np.abs(x)}
+        magnitudes: dict[int, Array] = {}
         for v in range(1, network.n_layers):
             preds = network.predecessors(v)
-            s = sum(y[u] @ params[weight_name(u, v)] for u in preds)
             magnitude = sum(np.abs(y[u]) @ absw[weight_name(u, v)] for u in preds)
             n_terms = sum(network.sizes[u] for u in preds)
             if network.bias:
-                s = s + params[bias_name(v)]
                 magnitude = magnitude + absw[bias_name(v)]
                 n_terms += 1
+            magnitudes[v] = magnitude
             # Each product and each addition rounds (n_terms of each), and
             # the weights themselves are rounded: sqrt(n_terms + 1) u per
             # magnitude.
             err_s = np.sqrt(n_terms + 1) * magnitude + sum(
                 err_y[u] @ absw[weight_name(u, v)] for u in preds
             )
-            y[v] = _sigmoid(s)
+            if outputs is None:
+                s = sum(y[u] @ params[weight_name(u, v)] for u in preds)
+                if network.bias:
+                    s = s + params[bias_name(v)]
+                y[v] = _sigmoid(s)
+            else:
+                y[v] = outputs[v - 1]
             slope = y[v] * (1.0 - y[v])
             err_y[v] = slope * err_s + SIGMOID_OPERATIONS * np.abs(y[v])
 
@@ -227,4 +261,4 @@ class _RunningErrors:
                     + np.abs(theta[v])
                 )
             elementwise[f"theta[{v}]"] = err_theta[v]
-        return cls(y, err_y, theta, err_theta, elementwise)
+        return cls(y, err_y, theta, err_theta, elementwise, magnitudes)

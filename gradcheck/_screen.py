@@ -8,7 +8,7 @@ directions ``r`` per named tensor::
     <analytic, r>   against   <autodiff, r>
 
 held to the rounding allowance of the projection (see
-:func:`_project_autodiff`) and to how far a right computation of the
+:func:`_project`) and to how far a right computation of the
 quantity may be off (a running error bound,
 :func:`gradcheck._rounding.delta_rule_error_totals`); and along the first
 ``NUMERIC_DIRECTIONS`` of them::
@@ -51,19 +51,21 @@ error with a component along ``g`` is caught at least as surely once it
 is larger than the band. Each screened tensor records its relative band
 and this miss probability at ``rho`` = 1e-2, 1e-4 and 1e-6.
 
-``dy/ds[v]`` is elementwise and cheap, so every entry of it is compared,
-with the rules and bands of a full check.
+``dy/ds[v]`` is no derivative of E: it is projected on the directions of
+``s[v]``, its shape, against autodiff's slopes, and against the sigmoid's
+own finite differences, taken entry by entry (cheaply: they are a few
+sigmoids per net input) and projected on every direction.
 
 A screen is made to be cheap next to the derivation it checks, so its
 work is arrays, not Python objects per entry or direction: every layer's
 differenced directions run through the network together (see
 :meth:`gradcheck._structured.Point.directional_losses`), and every
-quantity's directions and every ``dy/ds`` entry are triaged in one pass
-(:func:`_triage`). The directions of the last (seed, count, shapes) are
-kept, read-only, and reused while they fit in ``KEPT_DIRECTIONS`` floats:
-drawing them costs more than the rest of a screen of a large network,
-and a check repeated at other points of the same network (each step of a
-training run, say) draws the same ones.
+quantity's directions are triaged in one pass (:func:`_triage`). The
+directions of the last (seed, count, shapes) are kept, read-only, and
+reused while they fit in ``KEPT_DIRECTIONS`` floats: drawing them costs
+more than the rest of a screen of a large network, and a check repeated
+at other points of the same network (each step of a training run, say)
+draws the same ones.
 """
 
 from __future__ import annotations
@@ -84,10 +86,9 @@ from gradcheck._compare import (
     QuantityComparison,
     Verdict,
     _ratio,
-    entry_name,
 )
 from gradcheck._delta_rule import quantity_names
-from gradcheck._networks import Network, bias_name, weight_name
+from gradcheck._networks import Network
 from gradcheck._numeric import (
     EPS,
     JITTER,
@@ -195,7 +196,10 @@ def screen_delta_rule(
     z = np.concatenate([np.ravel(params[name]) for name in shapes])
     with jax.enable_x64(True):
         base = _autodiff_at_point(network, z, x, d)
-    moved = _rounding_bounds(network, base, z, params, x)
+    totals, magnitude = delta_rule_error_totals(
+        network, params, x, d, eta, base["sigma"]
+    )
+    moved = _rounding_bounds(base, z, magnitude)
     tensors = _tensors(network, base, batch)
     drawn = _draw_directions(
         tuple((key, t.shape) for key, t in tensors.items()), directions, seed
@@ -203,32 +207,14 @@ def screen_delta_rule(
     point = Point.at(network, params, x, d)
     numeric = _directional_differences(point, tensors, drawn, moved["loss"], rel_step)
 
-    segments = _Segments()
+    projected_all = _Projections()
     found: dict[str, QuantityComparison] = {}
-    projections: dict[str, tuple[Array, Array, Array]] = {}
+    projections: dict[str, tuple[Array, Array, NumericEstimate]] = {}
     slopes: list[NumericEstimate] | None = None
-    totals: dict[str, float] | None = None
     for name in quantity_names(network):
         if name not in analytic:
             continue
         value = np.asarray(analytic[name])
-        if name.startswith("dy/ds"):
-            v = int(name[6:-1])
-            expected = base["slopes"][v - 1]
-            if value.shape != expected.shape:
-                found[name] = _unscreenable(name, expected.shape, value)
-                continue
-            if slopes is None:
-                slopes = _sigmoid_differences(base["s"], moved, rel_step)
-            segments.add(
-                name,
-                value,
-                np.asarray(value, dtype=np.float64).ravel(),
-                slopes[v - 1],
-                expected.ravel(),
-                moved["slopes"][v - 1].ravel(),
-            )
-            continue
         key, factor = _tensor_of(name, eta)
         tensor = tensors[key]
         if value.shape != tensor.shape:
@@ -240,23 +226,33 @@ def screen_delta_rule(
         if not np.isfinite(projected).all():
             found[name] = _unscreenable(name, tensor.shape, value)
             continue
-        if key not in projections:
-            projections[key] = (
-                *_project_autodiff(tensor, r, drawn.abs_sums[key], drawn.abs_max[key]),
-                numeric[key],
+        # dy/ds is no derivative of E: it is projected on the directions of
+        # its net input, against the slopes autodiff gives and the sigmoid's
+        # own finite differences, entry by entry, projected too.
+        slope = name.startswith("dy/ds")
+        which = f"slopes {key}" if slope else key
+        if which not in projections:
+            if slope:
+                if slopes is None:
+                    slopes = _sigmoid_differences(base["s"], moved, rel_step)
+                g = base["slopes"][tensor.layer - 1]
+                estimate = _projected_estimate(slopes[tensor.layer - 1], r)
+            else:
+                g, estimate = tensor.autodiff, numeric[key]
+            projections[which] = (
+                *_project(g, r, drawn.abs_sums[key], drawn.abs_max[key]),
+                estimate,
             )
-        autodiff, rounding, estimate = projections[key]
-        if totals is None:
-            totals = delta_rule_error_totals(network, params, x, d, eta)
+        autodiff, rounding, estimate = projections[which]
         # How far a right computation of the value, and autodiff's own, may
         # be off along each direction: max |r| times the sum of the
-        # per-entry bounds, each in its own unit roundoff.
-        # In a lower precision, an entry below its smallest normal number
-        # may also be off by up to that number (rounded to zero, say).
+        # per-entry bounds, each in its own unit roundoff. In a lower
+        # precision, an entry below its smallest normal number may also be
+        # off by up to that number (rounded to zero, say).
         dtype = value.dtype if is_float_dtype(value.dtype) else np.dtype(np.float64)
         u = 0.5 * (float_eps(dtype) + EPS)
         tiny = float_tiny(dtype) if float_eps(dtype) > EPS else 0.0
-        segments.add(
+        projected_all.add(
             name,
             value,
             projected,
@@ -266,7 +262,7 @@ def screen_delta_rule(
             bound=u * drawn.abs_max[key] * totals[name] + tiny * drawn.abs_sums[key],
         )
 
-    comparisons_found, details = _triage(segments, batch)
+    comparisons_found, details = _triage(projected_all)
     found.update(comparisons_found)
     comparisons = tuple(
         found[name] for name in quantity_names(network) if name in found
@@ -298,11 +294,7 @@ def _autodiff_at_point(
 
 
 def _rounding_bounds(
-    network: Network,
-    base: Mapping[str, object],
-    z: Array,
-    params: Mapping[str, Array],
-    x: Array,
+    base: Mapping[str, object], z: Array, magnitude: Mapping[int, Array]
 ) -> dict[str, object]:
     """Estimate, a priori, what the perturbation trials of a full check measure.
 
@@ -315,34 +307,28 @@ def _rounding_bounds(
     ``JITTER`` of the loss itself. The trials move a net input ``s`` by
     ``JITTER`` times ``m``, the sum of ``|s|`` and the magnitudes of the
     terms that make it, so the sigmoid by ``JITTER m y (1 - y)`` plus an
-    ulp of ``y``; and a slope ``y (1 - y)`` computed from a rounded
-    ``y`` is off by ``|1 - 2y|`` ulps of ``y``. Per-entry gradients get no
-    measured part: :func:`_project_autodiff` floors them at the tensor's
-    scale.
+    ulp of ``y``: the noise of its finite differences. Per-entry
+    gradients get no measured part: :func:`_project` floors them at the
+    tensor's scale, and a running error bound covers the rest.
     """
     s, y = base["s"], base["sigma"]
     columns = np.concatenate([*s, y[-1]], axis=1)
     loss = float(np.sum(base["losses"]))
-    moves = [base["g_z"] * z, np.ravel(base["g_cols"] * columns)]
+    moves = [
+        np.multiply(base["g_z"], z, out=workspace("moves", z.shape)),
+        np.ravel(base["g_cols"] * columns),
+    ]
     spread = math.sqrt(sum(float(c @ c) for c in moves) / 3.0)
     bounds: dict[str, object] = {
         "loss": JITTER * (abs(loss) + NOISE_SPREADS * spread),
-        "slopes": [],
     }
-    outputs = [x, *y]
     for v, (s_v, y_v) in enumerate(zip(s, y, strict=True), start=1):
         # How far the trials move s_v: its own probe, and every term of
-        # the sum that makes it.
-        moved = np.abs(s_v)
-        for u in network.predecessors(v):
-            moved = moved + np.abs(outputs[u]) @ np.abs(params[weight_name(u, v)])
-        if network.bias:
-            moved = moved + np.abs(params[bias_name(v)])
+        # the sum that makes it (``magnitude``, see
+        # :func:`gradcheck._rounding.delta_rule_error_totals`).
+        moved = np.abs(s_v) + magnitude[v]
         slope = y_v * (1.0 - y_v)
         bounds[f"sigma[{v}]"] = JITTER * (moved * slope + y_v)
-        bounds["slopes"].append(
-            JITTER * (np.abs(1.0 - 2.0 * y_v) * (y_v + slope * moved) + slope)
-        )
     return bounds
 
 
@@ -366,6 +352,18 @@ def _sigmoid_differences(
         )
         start = part.stop
     return estimates
+
+
+def _projected_estimate(estimate: NumericEstimate, r: Array) -> NumericEstimate:
+    """Project per-entry finite differences on directions ``r``, ``(k, n)``.
+
+    The error of each entry's estimate adds up with the weights ``|r|``.
+    """
+    return NumericEstimate(
+        r @ estimate.value,
+        np.abs(r) @ estimate.error,
+        np.full(r.shape[0], float(np.max(estimate.step))),
+    )
 
 
 @dataclass(frozen=True)
@@ -434,9 +432,13 @@ def _tensor_of(name: str, eta: float) -> tuple[str, float]:
 
     The factor turns dE along the tensor into the quantity: 1 for
     ``dE/dW``, ``-eta`` for ``Delta W``, -1 for ``theta`` (``-dE/ds``).
+    ``dy/ds[v]`` is projected on the directions of ``s[v]``, its own
+    shape, against the slopes rather than dE.
     """
     if name.startswith("dE/dy"):
         return name[4:], 1.0
+    if name.startswith("dy/ds"):
+        return "s" + name[5:], 1.0
     if name.startswith("theta"):
         return "s" + name[5:], -1.0
     if name.startswith("Delta "):
@@ -552,10 +554,12 @@ def _directional_differences(
     return estimates
 
 
-def _project_autodiff(
-    tensor: _Tensor, r: Array, abs_sums: Array, abs_max: Array
+def _project(
+    g: Array, r: Array, abs_sums: Array, abs_max: Array
 ) -> tuple[Array, Array]:
-    """Return ``<autodiff, r>`` per direction and the rounding allowance of it.
+    """Return ``<g, r>`` per direction and the rounding allowance of it.
+
+    ``g`` is autodiff's value of a quantity, of any shape.
 
     A right analytic value follows autodiff to its rounding allowance per
     entry (see :mod:`gradcheck._compare`), here the floor at the tensor's
@@ -564,31 +568,27 @@ def _project_autodiff(
     few ulps of the sum of the terms' magnitudes, at most ``max |r|`` times
     ``sum |g|`` (``abs_max`` per direction).
     """
-    g = tensor.autodiff.reshape(-1)
-    magnitudes = np.abs(g)
+    g = g.reshape(-1)
+    magnitudes = np.abs(g, out=workspace("abs g", g.shape))
     floor = ROUNDING_FACTOR * EPS * float(np.max(magnitudes, initial=0.0))
     magnitude = abs_max * float(np.sum(magnitudes))
     rounding = floor * abs_sums
     return r @ g, rounding + (math.log2(g.size) + 2.0) * EPS * magnitude
 
 
-class _Segments:
-    """Every compared quantity, its entries laid end to end.
+class _Projections:
+    """Every compared quantity along its ``k`` directions, a row each.
 
-    The entries of a screened quantity are its directions, the first
-    ``NUMERIC_DIRECTIONS`` of which have a finite difference; those of
-    ``dy/ds`` are its entries, each with one. Each of ``analytic``,
-    ``autodiff`` and ``rounding`` gets one flat array per quantity;
-    ``numeric`` and ``error`` cover the differenced entries only.
+    ``numeric`` and ``error`` are NaN and 0 past the directions that have
+    a finite difference.
     """
 
     def __init__(self) -> None:
         self.names: list[str] = []
         self.shapes: list[tuple[int, ...]] = []
         self.dtypes: list[np.dtype] = []
-        self.screened: list[bool] = []
         self.differenced: list[int] = []
-        self.columns: dict[str, list[Array]] = {
+        self.rows: dict[str, list[Array]] = {
             key: []
             for key in ("analytic", "numeric", "error", "autodiff", "rounding", "bound")
         }
@@ -601,157 +601,105 @@ class _Segments:
         numeric: NumericEstimate,
         autodiff: Array,
         rounding: Array,
-        bound: Array | None = None,
+        bound: Array,
     ) -> None:
-        """Add one quantity: its flat values against its flat references.
+        """Add one quantity: its values against its references, ``(k,)`` each.
 
-        ``numeric`` may cover only the leading entries of the others. A
-        quantity with an error ``bound`` (its directions') is screened, and
-        held to autodiff within rounding and that bound; one without is
-        elementwise, held to the rules of a full check.
+        ``numeric`` may cover only the leading directions.
         """
-        screened = bound is not None
+        known = numeric.value.size
         self.names.append(name)
         self.shapes.append(tuple(value.shape))
         self.dtypes.append(
             value.dtype if is_float_dtype(value.dtype) else np.dtype(np.float64)
         )
-        self.screened.append(screened)
-        self.differenced.append(numeric.value.size)
-        for key, array in (
+        self.differenced.append(known)
+        padded = {"numeric": np.full(analytic.size, np.nan)}
+        padded["error"] = np.zeros(analytic.size)
+        padded["numeric"][:known] = numeric.value
+        padded["error"][:known] = numeric.error
+        for key, row in (
             ("analytic", analytic),
-            ("numeric", numeric.value),
-            ("error", numeric.error),
+            ("numeric", padded["numeric"]),
+            ("error", padded["error"]),
             ("autodiff", autodiff),
             ("rounding", rounding),
-            ("bound", np.zeros_like(analytic) if bound is None else bound),
+            ("bound", bound),
         ):
-            self.columns[key].append(np.ravel(array))
+            self.rows[key].append(row)
 
-    def flat(self, key: str) -> Array:
-        """Return one of the columns, every quantity end to end."""
-        return np.concatenate(self.columns[key])
+    def stacked(self, key: str) -> Array:
+        """Return one of the values, ``(quantities, k)``."""
+        return np.stack(self.rows[key])
 
 
 def _triage(
-    segments: _Segments, batch: int
+    projections: _Projections,
 ) -> tuple[dict[str, QuantityComparison], dict[str, dict[str, object]]]:
-    """Compare every quantity, all entries and directions in one pass.
+    """Compare every quantity along its directions, all in one pass.
 
-    An entry of ``dy/ds`` is held to the rules and bands of
-    :func:`gradcheck._compare.compare_quantity`, an analytic value in a
-    lower precision to its own as there. A screened direction is held to
-    autodiff within the rounding part of that band and the error bound of
-    a right computation, and autodiff to finite differences where it has
-    one (see the module docstring). All
-    entries are compared at once and reduced per quantity: one call per
-    quantity costs more than the rest of a screen of a small network. A
-    screened quantity's entries are its directions, named ``<r0>``,
-    ``<r1>``, ...
+    A direction is held to autodiff within the rounding part of
+    :func:`gradcheck._compare.compare_quantity`'s band and the error bound
+    of a right computation, in the value's own precision, and autodiff to
+    finite differences where it has one (see the module docstring). All
+    quantities are compared at once, a row each: one call per quantity
+    costs more than the rest of a screen of a small network. A quantity's
+    entries are its directions, named ``<r0>``, ``<r1>``, ...
     """
-    if not segments.names:
+    if not projections.names:
         return {}, {}
-    sizes = np.array([len(a) for a in segments.columns["analytic"]])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    quantity = np.repeat(np.arange(sizes.size), sizes)
-    analytic, autodiff, rounding, bound = (
-        segments.flat(key) for key in ("analytic", "autodiff", "rounding", "bound")
+    analytic, numeric, error, autodiff, rounding, bound = (
+        projections.stacked(key)
+        for key in ("analytic", "numeric", "error", "autodiff", "rounding", "bound")
     )
-    # The differenced entries lead each quantity: lay the finite
-    # differences out like the rest, NaN (and no error) where there is none.
-    differenced = (
-        np.arange(quantity.size) - starts[quantity]
-        < np.array(segments.differenced)[quantity]
-    )
-    numeric = np.full(quantity.size, np.nan)
-    numeric[differenced] = segments.flat("numeric")
-    error = np.zeros(quantity.size)
-    error[differenced] = segments.flat("error")
-    elementwise = ~np.array(segments.screened)[quantity]
-    ratios = {dtype: float_eps(dtype) / EPS for dtype in set(segments.dtypes)}
-    eps_ratio = np.array([ratios[dtype] for dtype in segments.dtypes])
+    differenced = ~np.isnan(numeric)
 
-    scale = np.maximum.reduceat(np.abs(autodiff), starts)[quantity]
+    scale = np.max(np.abs(autodiff), axis=1, keepdims=True)
     floor = rounding + ROUNDING_FACTOR * EPS * scale
     reference_band = SAFETY_FACTOR * (error + floor)
-    # An elementwise quantity in a lower precision has its rounding scaled
-    # by the ratio of the epsilons; a screened one has an error bound in
-    # its own precision instead, as compare_quantity's error_bound.
-    tinies = {dtype: float_tiny(dtype) for dtype in ratios if ratios[dtype] > 1.0}
-    tiny = np.array([tinies.get(dtype, 0.0) for dtype in segments.dtypes])
-    rounding_band = SAFETY_FACTOR * (
-        np.where(elementwise, eps_ratio[quantity] * floor + tiny[quantity], floor)
-        + bound
-    )
-    band = np.where(elementwise, SAFETY_FACTOR * error, 0.0) + rounding_band
+    band = SAFETY_FACTOR * (floor + bound)
     gap = np.where(differenced, np.abs(numeric - autodiff), 0.0)
     unsettled = ~(gap <= reference_band)
     diff = np.abs(analytic - autodiff)
     mismatched = ~unsettled & ~(diff <= band)
-    unresolved = ~unsettled & ~mismatched & ~(diff <= rounding_band)
     gap_ratio = _ratio(gap, reference_band)
     diff_ratio = _ratio(diff, band)
     rel = _ratio(diff, np.maximum(np.abs(autodiff), band))
     severity = np.where(unsettled, gap_ratio, diff_ratio)
+    # The band of each direction, relative to the directional derivative,
+    # and the chance that it lets an error through.
     with np.errstate(divide="ignore", invalid="ignore"):
-        # The band of each direction, relative to the directional derivative.
         relative = np.where(autodiff != 0, band / np.abs(autodiff), np.inf)
-    miss = np.stack(
-        [
-            np.multiply.reduceat((2 / np.pi) * np.arctan(relative / size), starts)
-            for size in MISS_SIZES
-        ],
-        axis=1,
+    miss = np.prod(
+        (2 / np.pi) * np.arctan(relative[:, :, None] / np.array(MISS_SIZES)), axis=1
     ).tolist()
-
-    def per_quantity(ufunc: np.ufunc, a: NDArray) -> list:
-        return ufunc.reduceat(a, starts).tolist()
-
-    n_mismatched = per_quantity(np.add, mismatched.astype(np.int64))
-    n_unsettled = per_quantity(np.add, (unsettled | unresolved).astype(np.int64))
+    n_mismatched = mismatched.sum(axis=1).tolist()
+    n_unsettled = unsettled.sum(axis=1).tolist()
     stats = {
-        "max_abs_discrepancy": per_quantity(np.maximum, diff),
-        "max_rel_discrepancy": per_quantity(np.maximum, rel),
-        "max_reference_gap": per_quantity(np.maximum, gap),
-        "max_band": per_quantity(np.maximum, band),
-        "max_band_ratio": per_quantity(np.maximum, diff_ratio),
-        "max_reference_ratio": per_quantity(np.maximum, gap_ratio),
+        key: np.max(array, axis=1).tolist()
+        for key, array in (
+            ("max_abs_discrepancy", diff),
+            ("max_rel_discrepancy", rel),
+            ("max_reference_gap", gap),
+            ("max_band", band),
+            ("max_band_ratio", diff_ratio),
+            ("max_reference_ratio", gap_ratio),
+        )
     }
-    relative_band = per_quantity(np.maximum, relative)
-    # Worst first within each quantity; the sort is stable, so ties keep
-    # their order, as in compare_quantity. Only those entries become Python
-    # floats.
-    order = np.lexsort((-severity, quantity))
-    kept = np.minimum(sizes, DEFAULT_WORST)
-    picked = order[
-        np.concatenate([np.arange(a, a + n) for a, n in zip(starts, kept, strict=True)])
-    ]
+    relative_band = np.max(relative, axis=1).tolist()
+    # Worst first, ties in direction order, as in compare_quantity.
+    worst = np.argsort(-severity, axis=1, kind="stable")[:, :DEFAULT_WORST]
     worst_values = [
-        array[picked].tolist() for array in (analytic, numeric, autodiff, band)
+        np.take_along_axis(array, worst, axis=1).tolist()
+        for array in (analytic, numeric, autodiff, band)
     ]
-    worst_local = (picked - starts[quantity[picked]]).tolist()
-    names = {dtype: dtype_name(dtype) for dtype in set(segments.dtypes)}
+    k = analytic.shape[1]
+    note = f"screened along {k} random directions; entries are directions"
+    names = {dtype: dtype_name(dtype) for dtype in set(projections.dtypes)}
 
     comparisons: dict[str, QuantityComparison] = {}
     details: dict[str, dict[str, object]] = {}
-    first = 0
-    for q, name in enumerate(segments.names):
-        screened, shape, size = segments.screened[q], segments.shapes[q], int(sizes[q])
-        worst = []
-        for i in range(first, first + int(kept[q])):
-            local = worst_local[i]
-            worst.append(
-                Discrepancy(
-                    name=f"{name}<r{local}>"
-                    if screened
-                    else entry_name(name, np.unravel_index(local, shape)),
-                    analytic=worst_values[0][i],
-                    numeric=worst_values[1][i],
-                    autodiff=worst_values[2][i],
-                    band=worst_values[3][i],
-                )
-            )
-        first += int(kept[q])
+    for q, name in enumerate(projections.names):
         if n_mismatched[q]:
             verdict = Verdict.FAIL
         elif n_unsettled[q]:
@@ -761,31 +709,26 @@ def _triage(
         comparisons[name] = QuantityComparison(
             name=name,
             verdict=verdict,
-            shape=shape,
+            shape=projections.shapes[q],
             n_mismatched=n_mismatched[q],
             n_unsettled=n_unsettled[q],
             **{key: column[q] for key, column in stats.items()},
-            worst=tuple(worst),
-            note=(
-                f"screened along {size} random directions; entries are directions"
-                if screened
-                else ""
+            worst=tuple(
+                Discrepancy(f"{name}<r{i}>", *(v[q][w] for v in worst_values))
+                for w, i in enumerate(worst[q].tolist())
             ),
-            precision=names[segments.dtypes[q]],
+            note=note,
+            precision=names[projections.dtypes[q]],
         )
-        details[name] = (
-            {
-                "screened": True,
-                "directions": size,
-                "differenced": segments.differenced[q],
-                "relative_band": relative_band[q],
-                "miss_probability": {
-                    f"{s:g}": p for s, p in zip(MISS_SIZES, miss[q], strict=True)
-                },
-            }
-            if screened
-            else {"screened": False}
-        )
+        details[name] = {
+            "screened": True,
+            "directions": k,
+            "differenced": projections.differenced[q],
+            "relative_band": relative_band[q],
+            "miss_probability": {
+                f"{size:g}": p for size, p in zip(MISS_SIZES, miss[q], strict=True)
+            },
+        }
     return comparisons, details
 
 
