@@ -11,6 +11,8 @@ and the same seeded weights, inputs and targets, with the loss
   every named quantity of every entry against finite differences and JAX;
 * ``gradcheck-screen``: ``compare_delta_rule(..., method="screen",
   directions=k)``, the screening mode, skipped where this gradcheck lacks it;
+  it keeps the directions of its last seed, so ``gradcheck-screen-new-seed``
+  times it with a new seed on every call, drawing them afresh;
 * ``torch``, ``torch-fast``: ``torch.autograd.gradcheck`` of the same loss
   written in torch, full and with ``fast_mode=True``;
 * ``scipy``: ``scipy.optimize.check_grad`` (forward differences, step
@@ -222,6 +224,13 @@ def _run_screen(problem: Problem, planted: bool) -> bool:
 
 def _run_screen_one(problem: Problem, planted: bool) -> bool:
     return _run_gradcheck(problem, planted, method="screen", directions=1)
+
+
+def _run_screen_new_seed(problem: Problem, planted: bool) -> bool:
+    seed = problem.cache["screen-seed"] = problem.cache.get("screen-seed", 0) + 1
+    return _run_gradcheck(
+        problem, planted, method="screen", directions=DIRECTIONS, seed=seed
+    )
 
 
 def full_check_peak_mb(problem: Problem) -> float:
@@ -446,6 +455,15 @@ CHECKERS = {
             f'compare_delta_rule(..., method="screen", directions={DIRECTIONS})',
             f"{DIRECTIONS} random directions per tensor",
             _run_screen,
+            compiles=True,
+            missing=screen_missing,
+        ),
+        Checker(
+            "gradcheck-screen-new-seed",
+            f'compare_delta_rule(..., method="screen", directions={DIRECTIONS}, '
+            "seed=<new each call>)",
+            f"{DIRECTIONS} random directions per tensor, drawn afresh",
+            _run_screen_new_seed,
             compiles=True,
             missing=screen_missing,
         ),

@@ -207,9 +207,11 @@ def screen_delta_rule(
     point = Point.at(network, params, x, d)
     numeric = _directional_differences(point, tensors, drawn, moved["loss"], rel_step)
 
-    projected_all = _Projections()
+    # One row per source of references (a tensor's dE, or a layer's
+    # slopes), one per quantity; the triage joins them.
+    sources = _Sources(directions)
+    quantities = _Quantities()
     found: dict[str, QuantityComparison] = {}
-    projections: dict[str, tuple[Array, Array, NumericEstimate]] = {}
     slopes: list[NumericEstimate] | None = None
     for name in quantity_names(network):
         if name not in analytic:
@@ -218,20 +220,15 @@ def screen_delta_rule(
         key, factor = _tensor_of(name, eta)
         tensor = tensors[key]
         if value.shape != tensor.shape:
-            found[name] = _unscreenable(name, tensor.shape, value)
+            found[name] = _unscreenable(name, tensor.shape, value.shape)
             continue
         r = drawn.rows[key]
-        projected = r @ np.asarray(value, dtype=np.float64).reshape(-1)
-        # A NaN or infinity anywhere in the value shows in every direction.
-        if not np.isfinite(projected).all():
-            found[name] = _unscreenable(name, tensor.shape, value)
-            continue
         # dy/ds is no derivative of E: it is projected on the directions of
         # its net input, against the slopes autodiff gives and the sigmoid's
         # own finite differences, entry by entry, projected too.
         slope = name.startswith("dy/ds")
         which = f"slopes {key}" if slope else key
-        if which not in projections:
+        if which not in sources.index:
             if slope:
                 if slopes is None:
                     slopes = _sigmoid_differences(base["s"], moved, rel_step)
@@ -239,34 +236,31 @@ def screen_delta_rule(
                 estimate = _projected_estimate(slopes[tensor.layer - 1], r)
             else:
                 g, estimate = tensor.autodiff, numeric[key]
-            projections[which] = (
+            sources.add(
+                which,
                 *_project(g, r, drawn.abs_sums[key], drawn.abs_max[key]),
                 estimate,
+                drawn.abs_max[key],
+                drawn.abs_sums[key],
             )
-        autodiff, rounding, estimate = projections[which]
-        # How far a right computation of the value, and autodiff's own, may
-        # be off along each direction: max |r| times the sum of the
-        # per-entry bounds, each in its own unit roundoff. In a lower
-        # precision, an entry below its smallest normal number may also be
-        # off by up to that number (rounded to zero, say).
-        dtype = value.dtype if is_float_dtype(value.dtype) else np.dtype(np.float64)
-        u = 0.5 * (float_eps(dtype) + EPS)
-        tiny = float_tiny(dtype) if float_eps(dtype) > EPS else 0.0
-        projected_all.add(
+        quantities.add(
             name,
             value,
-            projected,
-            estimate.scaled(factor),
-            factor * autodiff,
-            abs(factor) * rounding,
-            bound=u * drawn.abs_max[key] * totals[name] + tiny * drawn.abs_sums[key],
+            r @ np.asarray(value, dtype=np.float64).reshape(-1),
+            sources.index[which],
+            factor,
+            totals[name],
         )
 
-    comparisons_found, details = _triage(projected_all)
-    found.update(comparisons_found)
+    found.update(_triage(quantities, sources))
     comparisons = tuple(
         found[name] for name in quantity_names(network) if name in found
     )
+    details = {
+        c.name: quantities.facts[c.name]
+        for c in comparisons
+        if c.name in quantities.facts
+    }
     suspicious = tuple(c.name for c in comparisons if c.verdict is not Verdict.PASS)
     return ScreenOutcome(comparisons, details, suspicious)
 
@@ -314,11 +308,13 @@ def _rounding_bounds(
     s, y = base["s"], base["sigma"]
     columns = np.concatenate([*s, y[-1]], axis=1)
     loss = float(np.sum(base["losses"]))
+    # Sums of squares by numpy's own loops: BLAS would split a dot product
+    # this size across threads, and wait on them when the cores are busy.
     moves = [
         np.multiply(base["g_z"], z, out=workspace("moves", z.shape)),
         np.ravel(base["g_cols"] * columns),
     ]
-    spread = math.sqrt(sum(float(c @ c) for c in moves) / 3.0)
+    spread = math.sqrt(sum(float(np.sum(np.square(c, out=c))) for c in moves) / 3.0)
     bounds: dict[str, object] = {
         "loss": JITTER * (abs(loss) + NOISE_SPREADS * spread),
     }
@@ -576,82 +572,152 @@ def _project(
     return r @ g, rounding + (math.log2(g.size) + 2.0) * EPS * magnitude
 
 
-class _Projections:
-    """Every compared quantity along its ``k`` directions, a row each.
+class _Sources:
+    """The references per direction, one row per source.
 
-    ``numeric`` and ``error`` are NaN and 0 past the directions that have
-    a finite difference.
+    A source is a tensor's autodiff (for ``dE/dW``, ``Delta W``, ``theta``,
+    ...) or a layer's slopes (for ``dy/ds``). ``numeric`` and ``error`` are
+    NaN and 0 past the directions that have a finite difference.
+    """
+
+    def __init__(self, directions: int) -> None:
+        self.directions = directions
+        self.index: dict[str, int] = {}
+        self.rows: dict[str, list[Array]] = {
+            key: []
+            for key in (
+                "autodiff",
+                "rounding",
+                "numeric",
+                "error",
+                "abs_max",
+                "abs_sums",
+            )
+        }
+
+    def add(
+        self,
+        name: str,
+        autodiff: Array,
+        rounding: Array,
+        numeric: NumericEstimate,
+        abs_max: Array,
+        abs_sums: Array,
+    ) -> None:
+        """Add one source; ``numeric`` may cover the leading directions only."""
+        self.index[name] = len(self.index)
+        value = np.full(self.directions, np.nan)
+        error = np.zeros(self.directions)
+        value[: numeric.value.size] = numeric.value
+        error[: numeric.value.size] = numeric.error
+        for key, row in (
+            ("autodiff", autodiff),
+            ("rounding", rounding),
+            ("numeric", value),
+            ("error", error),
+            ("abs_max", abs_max),
+            ("abs_sums", abs_sums),
+        ):
+            self.rows[key].append(row)
+
+    def stacked(self, key: str) -> Array:
+        """Return one of the rows of every source, ``(sources, k)``."""
+        return np.stack(self.rows[key])
+
+
+class _Quantities:
+    """Every screened quantity: its projections and where its references are.
+
+    Attributes:
+        facts: after :func:`_triage`, per quantity, its directions,
+            relative band and miss probabilities.
     """
 
     def __init__(self) -> None:
         self.names: list[str] = []
         self.shapes: list[tuple[int, ...]] = []
         self.dtypes: list[np.dtype] = []
-        self.differenced: list[int] = []
-        self.rows: dict[str, list[Array]] = {
-            key: []
-            for key in ("analytic", "numeric", "error", "autodiff", "rounding", "bound")
-        }
+        self.projected: list[Array] = []
+        self.source: list[int] = []
+        self.factor: list[float] = []
+        self.total: list[float] = []
+        self.facts: dict[str, dict[str, object]] = {}
 
     def add(
         self,
         name: str,
         value: NDArray,
-        analytic: Array,
-        numeric: NumericEstimate,
-        autodiff: Array,
-        rounding: Array,
-        bound: Array,
+        projected: Array,
+        source: int,
+        factor: float,
+        total: float,
     ) -> None:
-        """Add one quantity: its values against its references, ``(k,)`` each.
+        """Add one quantity.
 
-        ``numeric`` may cover only the leading directions.
+        Args:
+            name: its name.
+            value: the derivation's array for it.
+            projected: ``<value, r>`` per direction.
+            source: the row of its references.
+            factor: what turns the source into it (``-eta`` for an update).
+            total: the sum of its entries' running error bounds, in units of
+                the unit roundoff (see
+                :func:`gradcheck._rounding.delta_rule_error_totals`).
         """
-        known = numeric.value.size
         self.names.append(name)
         self.shapes.append(tuple(value.shape))
         self.dtypes.append(
             value.dtype if is_float_dtype(value.dtype) else np.dtype(np.float64)
         )
-        self.differenced.append(known)
-        padded = {"numeric": np.full(analytic.size, np.nan)}
-        padded["error"] = np.zeros(analytic.size)
-        padded["numeric"][:known] = numeric.value
-        padded["error"][:known] = numeric.error
-        for key, row in (
-            ("analytic", analytic),
-            ("numeric", padded["numeric"]),
-            ("error", padded["error"]),
-            ("autodiff", autodiff),
-            ("rounding", rounding),
-            ("bound", bound),
-        ):
-            self.rows[key].append(row)
+        self.projected.append(projected)
+        self.source.append(source)
+        self.factor.append(factor)
+        self.total.append(total)
 
-    def stacked(self, key: str) -> Array:
-        """Return one of the values, ``(quantities, k)``."""
-        return np.stack(self.rows[key])
+
+@functools.cache
+def _precision_of(dtype: np.dtype) -> tuple[float, float, str]:
+    """Return a dtype's unit roundoff, its underflow allowance and its name.
+
+    In a lower precision than float64, an entry below the smallest normal
+    number may be off by up to that number (rounded to zero, say).
+    """
+    eps = float_eps(dtype)
+    return 0.5 * eps, float_tiny(dtype) if eps > EPS else 0.0, dtype_name(dtype)
 
 
 def _triage(
-    projections: _Projections,
-) -> tuple[dict[str, QuantityComparison], dict[str, dict[str, object]]]:
+    quantities: _Quantities, sources: _Sources
+) -> dict[str, QuantityComparison]:
     """Compare every quantity along its directions, all in one pass.
 
     A direction is held to autodiff within the rounding part of
-    :func:`gradcheck._compare.compare_quantity`'s band and the error bound
-    of a right computation, in the value's own precision, and autodiff to
-    finite differences where it has one (see the module docstring). All
-    quantities are compared at once, a row each: one call per quantity
-    costs more than the rest of a screen of a small network. A quantity's
-    entries are its directions, named ``<r0>``, ``<r1>``, ...
+    :func:`gradcheck._compare.compare_quantity`'s band and the running
+    error bound of a right computation, in the value's own precision,
+    and autodiff to finite differences where it has one (see the module
+    docstring). All quantities are compared at once, a row each: one call
+    per quantity costs more than the rest of a screen of a small network.
+    A quantity's entries are its directions, named ``<r0>``, ``<r1>``, ...
+    Records each quantity's facts in ``quantities.facts``.
     """
-    if not projections.names:
-        return {}, {}
-    analytic, numeric, error, autodiff, rounding, bound = (
-        projections.stacked(key)
-        for key in ("analytic", "numeric", "error", "autodiff", "rounding", "bound")
-    )
+    if not quantities.names:
+        return {}
+    rows = np.array(quantities.source)
+    factor = np.array(quantities.factor)[:, None]
+    precision = [_precision_of(dtype) for dtype in quantities.dtypes]
+    u = np.array([p[0] for p in precision])[:, None]
+    tiny = np.array([p[1] for p in precision])[:, None]
+    analytic = np.stack(quantities.projected)
+    autodiff = factor * sources.stacked("autodiff")[rows]
+    numeric = factor * sources.stacked("numeric")[rows]
+    error = np.abs(factor) * sources.stacked("error")[rows]
+    rounding = np.abs(factor) * sources.stacked("rounding")[rows]
+    # How far a right computation of the value, and autodiff's own, may be
+    # off along each direction: max |r| times the sum of the per-entry
+    # bounds, each in its own unit roundoff.
+    bound = (u + 0.5 * EPS) * sources.stacked("abs_max")[rows] * np.array(
+        quantities.total
+    )[:, None] + tiny * sources.stacked("abs_sums")[rows]
     differenced = ~np.isnan(numeric)
 
     scale = np.max(np.abs(autodiff), axis=1, keepdims=True)
@@ -661,6 +727,9 @@ def _triage(
     gap = np.where(differenced, np.abs(numeric - autodiff), 0.0)
     unsettled = ~(gap <= reference_band)
     diff = np.abs(analytic - autodiff)
+    # NaN or infinity anywhere in a value shows in every direction: such a
+    # quantity is not screened but checked in full.
+    finite = np.isfinite(analytic).all(axis=1).tolist()
     mismatched = ~unsettled & ~(diff <= band)
     gap_ratio = _ratio(gap, reference_band)
     diff_ratio = _ratio(diff, band)
@@ -694,12 +763,15 @@ def _triage(
         for array in (analytic, numeric, autodiff, band)
     ]
     k = analytic.shape[1]
+    differences = np.sum(differenced, axis=1).tolist()
     note = f"screened along {k} random directions; entries are directions"
-    names = {dtype: dtype_name(dtype) for dtype in set(projections.dtypes)}
 
     comparisons: dict[str, QuantityComparison] = {}
-    details: dict[str, dict[str, object]] = {}
-    for q, name in enumerate(projections.names):
+    for q, name in enumerate(quantities.names):
+        shape = quantities.shapes[q]
+        if not finite[q]:
+            comparisons[name] = _unscreenable(name, shape, shape)
+            continue
         if n_mismatched[q]:
             verdict = Verdict.FAIL
         elif n_unsettled[q]:
@@ -709,7 +781,7 @@ def _triage(
         comparisons[name] = QuantityComparison(
             name=name,
             verdict=verdict,
-            shape=projections.shapes[q],
+            shape=shape,
             n_mismatched=n_mismatched[q],
             n_unsettled=n_unsettled[q],
             **{key: column[q] for key, column in stats.items()},
@@ -718,22 +790,22 @@ def _triage(
                 for w, i in enumerate(worst[q].tolist())
             ),
             note=note,
-            precision=names[projections.dtypes[q]],
+            precision=precision[q][2],
         )
-        details[name] = {
+        quantities.facts[name] = {
             "screened": True,
             "directions": k,
-            "differenced": projections.differenced[q],
+            "differenced": differences[q],
             "relative_band": relative_band[q],
             "miss_probability": {
                 f"{size:g}": p for size, p in zip(MISS_SIZES, miss[q], strict=True)
             },
         }
-    return comparisons, details
+    return comparisons
 
 
 def _unscreenable(
-    name: str, shape: tuple[int, ...], value: NDArray
+    name: str, shape: tuple[int, ...], given: tuple[int, ...]
 ) -> QuantityComparison:
     """A placeholder for a quantity that must be checked in full."""
     return QuantityComparison(
@@ -748,5 +820,5 @@ def _unscreenable(
         max_band=0.0,
         max_band_ratio=float("inf"),
         max_reference_ratio=0.0,
-        note=f"shape {value.shape} or non-finite entries: not screened",
+        note=f"shape {given} or non-finite entries: not screened",
     )

@@ -334,9 +334,10 @@ class Point:
                 net[:covered] += change
             if w in start:
                 q, h = start[w], steps[w]
-                before = count - q.shape[0]
-                for j, t in enumerate((h, -h, h / 2.0, -h / 2.0)):
-                    np.multiply(q, t[:, None, None], out=net[before:, j])
+                shifts = np.stack([h, -h, h / 2.0, -h / 2.0], axis=1)
+                np.multiply(
+                    q[:, None], shifts[:, :, None, None], out=net[count - len(q) :]
+                )
             net += self.s[w]
             y_new = sigmoid(net, out=net)
             if w == network.output_layer:

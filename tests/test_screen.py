@@ -318,3 +318,20 @@ def test_kept_directions_are_the_drawn_ones_and_read_only():
         np.testing.assert_array_equal(
             kept.abs_sums[key], np.abs(fresh.rows[key]).sum(axis=1)
         )
+
+
+def test_screen_checks_a_non_finite_quantity_in_full():
+    case = _case()
+
+    def nan_entry(network, params, x, d, eta):
+        q = delta_rule(network, params, x, d, eta)
+        q["theta[2]"] = q["theta[2]"].copy()
+        q["theta[2]"][0, 0] = np.nan
+        return q
+
+    result = compare_delta_rule(*case, 0.5, nan_entry, method="screen")
+
+    assert result.verdict is Verdict.FAIL
+    assert result.first_wrong == "theta[2]"
+    assert result.details["screen"]["checked_in_full"] == ["theta[2]"]
+    assert result.quantity("theta[2]").worst[0].name == "theta[2][0,0]"
