@@ -200,13 +200,16 @@ def compare_delta_rule(
             point and computes them once; computed here when omitted. Only
             with ``method="full"``.
         method: ``"full"`` takes finite differences along every parameter
-            and probe column; ``"screen"`` along ``directions`` random
-            directions per tensor (see :mod:`gradcheck._screen`), then
-            checks in full the quantities that did not pass, so that a
-            failure still names entries and the first wrong quantity.
+            and probe column; ``"screen"`` compares projections on
+            ``directions`` random directions per tensor with autodiff, to
+            rounding, and autodiff with finite differences along the
+            first (see :mod:`gradcheck._screen`), then checks in full the
+            quantities that did not pass, so that a failure still names
+            entries and the first wrong quantity.
             ``result.details["screen"]`` records, per screened quantity,
-            the achieved relative band and the probability that an error
-            of relative size 1e-2, 1e-4 or 1e-6 went unseen.
+            its directions, how many had finite differences, the achieved
+            relative band and the probability that an error of relative
+            size 1e-2, 1e-4 or 1e-6 went unseen.
         directions: directions per tensor for ``method="screen"``; 4 by
             default.
         seed: seeds the directions of ``method="screen"``.
