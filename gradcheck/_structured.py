@@ -35,7 +35,7 @@ import contextlib
 import functools
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,16 +115,38 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager:
+# BLAS's thread count is one setting for the whole process, so the
+# limits of checks running in several threads are counted: the first to
+# enter sets one thread, the last to leave restores what was there.
+_BLAS_LOCK = threading.Lock()
+_blas_holders = 0
+_blas_restore: contextlib.AbstractContextManager | None = None
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
     """Limit BLAS to one thread while chunks of shifts are evaluated.
 
     The products here are small, ``(K * batch, n_w) @ (n_w, n_x)``;
     splitting them across threads costs more than it saves, and several
     times more when other processes hold the cores (measured: 0.3 s on
     one thread against 1.4 s on two busy ones, for 104,488 shifts of a
-    64-128-128-10 network).
+    64-128-128-10 network). Other threads of the process run with one
+    BLAS thread meanwhile too.
     """
-    return _controller().limit(limits=1, user_api="blas")
+    global _blas_holders, _blas_restore
+    with _BLAS_LOCK:
+        if _blas_holders == 0:
+            _blas_restore = _controller().limit(limits=1, user_api="blas")
+        _blas_holders += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _blas_holders -= 1
+            if _blas_holders == 0 and _blas_restore is not None:
+                _blas_restore.restore_original_limits()
+                _blas_restore = None
 
 
 @dataclass(frozen=True)

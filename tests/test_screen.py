@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from test_references import _draw_case
 
-from gradcheck import Network, Verdict, compare_delta_rule, delta_rule, mutants
+from gradcheck import (
+    Network,
+    Verdict,
+    compare_delta_rule,
+    delta_rule,
+    init_params,
+    mutants,
+)
 from gradcheck._screen import MISS_SIZES
 from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 
@@ -335,3 +342,63 @@ def test_screen_checks_a_non_finite_quantity_in_full():
     assert result.first_wrong == "theta[2]"
     assert result.details["screen"]["checked_in_full"] == ["theta[2]"]
     assert result.quantity("theta[2]").worst[0].name == "theta[2][0,0]"
+
+
+def test_screen_sends_a_quantity_whose_band_drowns_it_to_the_full_check():
+    # Found by fuzzing: weights of about 9 / sqrt(fan-in) saturate the
+    # hidden units, and a float32 derivation's rounding bounds there are
+    # forty times the projections of theta[1]. Its hidden sum is
+    # transposed (relative error 1.1), and only a full check, entry by
+    # entry, can tell: the screen must not pass it.
+    rng = np.random.default_rng(21006)
+    n_layers = int(rng.integers(2, 6))
+    sizes = tuple(int(rng.integers(1, 13)) for _ in range(n_layers))
+    possible = [(u, v) for u in range(n_layers) for v in range(u + 2, n_layers)]
+    skips = tuple(p for p in possible if rng.random() < 0.4)
+    network = Network(sizes, skips=skips, bias=bool(rng.random() < 0.6))
+    params = init_params(network, rng, scale=float(10 ** rng.uniform(-1, 1)))
+    batch, spread = int(rng.integers(1, 9)), float(rng.uniform(1, 5))
+    x = rng.normal(size=(batch, sizes[0])) * spread
+    d = rng.uniform(size=(batch, sizes[-1]))
+    eta = float(10 ** rng.uniform(-2, 0.5))
+    transposed = mutants.get("hidden-sum-transposed").derivation
+
+    def in_float32(*args):
+        return {k: np.asarray(v, np.float32) for k, v in transposed(*args).items()}
+
+    result = compare_delta_rule(
+        network, params, x, d, eta, in_float32, method="screen", seed=6
+    )
+
+    assert network.describe() == "12-7-7 +bias"
+    assert result.verdict is Verdict.FAIL
+    assert result.first_wrong == "theta[1]"
+    facts = result.details["screen"]["quantities"]["theta[1]"]
+    assert facts["miss_probability"]["0.01"] > 0.5
+    assert "theta[1]" in result.details["screen"]["checked_in_full"]
+
+
+def test_concurrent_screens_leave_blas_threads_as_they_were():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    case = _case()
+    before = blas_threads()
+    expected = compare_delta_rule(*case, 0.5, method="screen").details
+    results = []
+
+    def screen():
+        results.append(compare_delta_rule(*case, 0.5, method="screen").details)
+
+    threads = [threading.Thread(target=screen) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert blas_threads() == before
+    assert results == [expected] * 4
