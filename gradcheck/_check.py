@@ -143,7 +143,16 @@ def _collect_analytic(
         )
     not_provided = tuple(name for name in known if name not in returned)
     for name, value in returned.items():
-        dtype = np.asarray(value).dtype
+        try:
+            dtype = np.asarray(value).dtype
+        except (TypeError, ValueError) as err:
+            raise InvalidTypeError(
+                f"the derivation's {name} must be an array of real numbers, "
+                f"got a {type(value).__name__} that numpy cannot make one of "
+                f"({err})",
+                name="derivation",
+                value=value,
+            ) from err
         if dtype.kind not in "iu" and not is_float_dtype(dtype):
             raise InvalidTypeError(
                 f"the derivation's {name} must be an array of real numbers, "

@@ -238,9 +238,12 @@ def _screen(
     z = np.concatenate([np.ravel(params[name]) for name in shapes])
     with jax.enable_x64(True):
         base = _autodiff_at_point(network, z, x, d)
-    totals, magnitude = delta_rule_error_totals(
-        network, params, x, d, eta, base["sigma"]
-    )
+    # At the edge of the float range the bounds overflow; an infinite band
+    # passes nothing (see MAX_MISS).
+    with np.errstate(over="ignore", invalid="ignore"):
+        totals, magnitude = delta_rule_error_totals(
+            network, params, x, d, eta, base["sigma"]
+        )
     moved = _rounding_bounds(base, z, magnitude)
     tensors = _tensors(network, base, batch)
     drawn = _draw_directions(
@@ -285,10 +288,13 @@ def _screen(
                 drawn.abs_max[key],
                 drawn.abs_sums[key],
             )
+        # NaN shows in the projection, and is checked in full.
+        with np.errstate(invalid="ignore", over="ignore"):
+            projected = r @ np.asarray(value, dtype=np.float64).reshape(-1)
         quantities.add(
             name,
             value,
-            r @ np.asarray(value, dtype=np.float64).reshape(-1),
+            projected,
             sources.index[which],
             factor,
             totals[name],
@@ -757,14 +763,21 @@ def _triage(
     # How far a right computation of the value, and autodiff's own, may be
     # off along each direction: max |r| times the sum of the per-entry
     # bounds, each in its own unit roundoff.
-    bound = (u + 0.5 * EPS) * sources.stacked("abs_max")[rows] * np.array(
-        quantities.total
-    )[:, None] + tiny * sources.stacked("abs_sums")[rows]
+    with np.errstate(over="ignore", invalid="ignore"):
+        # Autodiff's own error: a finite difference differs from it by that
+        # too (near convergence, y - d is known only to ulps of y).
+        own = (
+            0.5
+            * EPS
+            * sources.stacked("abs_max")[rows]
+            * np.array(quantities.total)[:, None]
+        )
+        bound = own + u / (0.5 * EPS) * own + tiny * sources.stacked("abs_sums")[rows]
     differenced = ~np.isnan(numeric)
 
     scale = np.max(np.abs(autodiff), axis=1, keepdims=True)
     floor = rounding + ROUNDING_FACTOR * EPS * scale
-    reference_band = SAFETY_FACTOR * (error + floor)
+    reference_band = SAFETY_FACTOR * (error + floor + own)
     band = SAFETY_FACTOR * (floor + bound)
     gap = np.where(differenced, np.abs(numeric - autodiff), 0.0)
     unsettled = ~(gap <= reference_band)

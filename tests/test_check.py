@@ -4,6 +4,8 @@ first wrong step, and disagreeing references are never blamed on them."""
 
 from __future__ import annotations
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -308,6 +310,31 @@ def test_non_mapping_return_is_rejected():
         compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation)
 
     assert isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize("method", ["full", "screen"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([[1, 2], [3]], r"got a list that numpy cannot make one of"),
+        (np.array(["a", "b"]), r"got dtype <U1"),
+    ],
+    ids=["ragged", "strings"],
+)
+def test_non_numeric_quantity_is_named(value, message, method):
+    params, x, d = _case(SKIP_NET, seed=3)
+
+    def derivation(network, params, x, d, eta):
+        q = delta_rule(network, params, x, d, eta)
+        q["theta[1]"] = value
+        return q
+
+    with pytest.raises(
+        InvalidTypeError, match=r"the derivation's theta\[1\] must be an array of "
+    ) as info:
+        compare_delta_rule(SKIP_NET, params, x, d, ETA, derivation, method=method)
+
+    assert re.search(message, str(info.value))
 
 
 def test_derivation_that_raises_is_reported_as_such():
