@@ -175,6 +175,11 @@ class ScreenOutcome:
     suspicious: tuple[str, ...]
 
 
+# A screen's products are small; BLAS threads cost more than they save
+# here, and far more when other work holds the cores (measured under load:
+# 7.8 ms for the directional pass of a 64-128-128-10 network on two
+# threads, 0.3 ms on one).
+@_one_blas_thread()
 def screen_delta_rule(
     network: Network,
     params: Mapping[str, Array],
@@ -204,36 +209,6 @@ def screen_delta_rule(
     Returns:
         The :class:`ScreenOutcome`.
     """
-    # A screen's products are small; BLAS threads cost more than they
-    # save here, and far more when other work holds the cores (measured
-    # under load: 7.8 ms for the directional pass of a 64-128-128-10
-    # network on two threads, 0.3 ms on one).
-    with _one_blas_thread():
-        return _screen(
-            network,
-            params,
-            x,
-            d,
-            eta,
-            analytic,
-            directions=directions,
-            seed=seed,
-            rel_step=rel_step,
-        )
-
-
-def _screen(
-    network: Network,
-    params: Mapping[str, Array],
-    x: Array,
-    d: Array,
-    eta: float,
-    analytic: Mapping[str, object],
-    *,
-    directions: int,
-    seed: int,
-    rel_step: float | None,
-) -> ScreenOutcome:
     batch = x.shape[0]
     shapes = network.param_shapes()
     z = np.concatenate([np.ravel(params[name]) for name in shapes])
