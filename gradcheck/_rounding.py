@@ -42,7 +42,7 @@ from gradcheck._delta_rule import _sigmoid, quantity_names
 from gradcheck._networks import Network, bias_name, weight_name
 from gradcheck._structured import workspace
 
-__all__ = ["delta_rule_error_bounds", "delta_rule_error_totals"]
+__all__ = ["delta_rule_error_bounds", "delta_rule_error_totals", "net_input_magnitudes"]
 
 Array = NDArray[np.float64]
 
@@ -101,7 +101,7 @@ def delta_rule_error_totals(
     d: Array,
     eta: float,
     outputs: list[Array] | None = None,
-) -> tuple[dict[str, float], dict[int, Array]]:
+) -> dict[str, float]:
     """Sum the bounds of :func:`delta_rule_error_bounds` over each quantity.
 
     A projection ``<r, q>`` of a quantity computed with unit roundoff
@@ -116,9 +116,7 @@ def delta_rule_error_totals(
         outputs: each non-input layer's output at the point, when known.
 
     Returns:
-        The total per quantity name, and per non-input layer ``v`` the
-        sum of the magnitudes of the terms of its net input, ``sum_u |y_u|
-        @ |W[u->v]| + |b[v]|``, which the bounds are made of.
+        The total per quantity name.
     """
     run = _RunningErrors.of(network, params, x, d, outputs)
     totals = {name: float(np.sum(b)) for name, b in run.elementwise.items()}
@@ -144,7 +142,7 @@ def delta_rule_error_totals(
             err = float(err_theta_sums.sum()) + np.sqrt(batch) * total
             totals[f"dE/d{name}"] = err
             totals[f"Delta {name}"] = eta * err + 2.0 * eta * total
-    return {name: totals[name] for name in quantity_names(network)}, run.magnitude
+    return {name: totals[name] for name in quantity_names(network)}
 
 
 @dataclass(frozen=True)
@@ -165,7 +163,6 @@ class _RunningErrors:
     theta: dict[int, Array]
     err_theta: dict[int, Array]
     elementwise: dict[str, Array]
-    magnitude: dict[int, Array]
 
     @classmethod
     def of(
@@ -176,44 +173,32 @@ class _RunningErrors:
         d: Array,
         outputs: list[Array] | None = None,
     ) -> _RunningErrors:
-        """Run the bounds; ``outputs`` are each non-input layer's, if known.
-
-        ``magnitude[v]`` is the sum of the magnitudes of the terms of
-        ``s_v``, ``sum_u |y_u| @ |W[u->v]| + |b[v]|``.
-        """
-        # Kept working arrays: the magnitudes of a large network's weights
-        # are megabytes, freshly faulted in on every call otherwise.
-        absw = {
-            name: np.abs(w, out=workspace(f"abs {name}", w.shape))
-            for name, w in params.items()
-        }
+        """Run the bounds; ``outputs`` are each non-input layer's, if known."""
+        absw = _magnitudes_of(params)
         out = network.output_layer
-
-        # Forward pass, with the error of each net input and output.
         y: dict[int, Array] = {0: x}
-        err_y: dict[int, Array] = {0: np.abs(x)}
-        magnitudes: dict[int, Array] = {}
         for v in range(1, network.n_layers):
-            preds = network.predecessors(v)
-            magnitude = sum(np.abs(y[u]) @ absw[weight_name(u, v)] for u in preds)
-            n_terms = sum(network.sizes[u] for u in preds)
-            if network.bias:
-                magnitude = magnitude + absw[bias_name(v)]
-                n_terms += 1
-            magnitudes[v] = magnitude
-            # Each product and each addition rounds (n_terms of each), and
-            # the weights themselves are rounded: sqrt(n_terms + 1) u per
-            # magnitude.
-            err_s = np.sqrt(n_terms + 1) * magnitude + sum(
-                err_y[u] @ absw[weight_name(u, v)] for u in preds
-            )
             if outputs is None:
+                preds = network.predecessors(v)
                 s = sum(y[u] @ params[weight_name(u, v)] for u in preds)
                 if network.bias:
                     s = s + params[bias_name(v)]
                 y[v] = _sigmoid(s)
             else:
                 y[v] = outputs[v - 1]
+        magnitudes = _net_input_magnitudes(network, absw, y)
+
+        # Forward pass, with the error of each net input and output.
+        err_y: dict[int, Array] = {0: np.abs(x)}
+        for v in range(1, network.n_layers):
+            preds = network.predecessors(v)
+            n_terms = sum(network.sizes[u] for u in preds) + int(network.bias)
+            # Each product and each addition rounds (n_terms of each), and
+            # the weights themselves are rounded: sqrt(n_terms + 1) u per
+            # magnitude.
+            err_s = np.sqrt(n_terms + 1) * magnitudes[v] + sum(
+                err_y[u] @ absw[weight_name(u, v)] for u in preds
+            )
             slope = y[v] * (1.0 - y[v])
             err_y[v] = slope * err_s + SIGMOID_OPERATIONS * np.abs(y[v])
 
@@ -261,4 +246,48 @@ class _RunningErrors:
                     + np.abs(theta[v])
                 )
             elementwise[f"theta[{v}]"] = err_theta[v]
-        return cls(y, err_y, theta, err_theta, elementwise, magnitudes)
+        return cls(y, err_y, theta, err_theta, elementwise)
+
+
+def _magnitudes_of(params: Mapping[str, Array]) -> dict[str, Array]:
+    # Kept working arrays: the magnitudes of a large network's weights are
+    # megabytes, freshly faulted in on every call otherwise.
+    return {
+        name: np.abs(w, out=workspace(f"abs {name}", w.shape))
+        for name, w in params.items()
+    }
+
+
+def _net_input_magnitudes(
+    network: Network, absw: Mapping[str, Array], y: Mapping[int, Array]
+) -> dict[int, Array]:
+    """Return ``sum_u |y_u| @ |W[u->v]| + |b[v]|`` per non-input layer ``v``."""
+    magnitudes = {}
+    for v in range(1, network.n_layers):
+        magnitude = sum(
+            np.abs(y[u]) @ absw[weight_name(u, v)] for u in network.predecessors(v)
+        )
+        if network.bias:
+            magnitude = magnitude + absw[bias_name(v)]
+        magnitudes[v] = magnitude
+    return magnitudes
+
+
+def net_input_magnitudes(
+    network: Network, params: Mapping[str, Array], outputs: list[Array], x: Array
+) -> dict[int, Array]:
+    """Sum the magnitudes of the terms of each net input.
+
+    Args:
+        network: the architecture.
+        params: its parameters.
+        outputs: each non-input layer's output at the point.
+        x: the inputs.
+
+    Returns:
+        Per non-input layer ``v``, ``sum_u |y_u| @ |W[u->v]| + |b[v]|``:
+        how far rounding may move ``s_v``, in units of the unit roundoff,
+        before its own.
+    """
+    y = {0: x, **{v: out for v, out in enumerate(outputs, start=1)}}
+    return _net_input_magnitudes(network, _magnitudes_of(params), y)

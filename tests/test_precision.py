@@ -101,7 +101,7 @@ def test_error_totals_are_the_sums_of_the_bounds():
     x, d = rng.normal(size=(3, 4)), rng.uniform(size=(3, 2))
 
     bounds = delta_rule_error_bounds(network, params, x, d, 0.3)
-    totals, _ = delta_rule_error_totals(network, params, x, d, 0.3)
+    totals = delta_rule_error_totals(network, params, x, d, 0.3)
 
     assert list(totals) == list(bounds)
     for name, bound in bounds.items():

@@ -236,7 +236,7 @@ def test_screen_noise_estimate_covers_what_the_trials_measure(seed):
         _draw_trials,
         _perturbation_spread,
     )
-    from gradcheck._rounding import delta_rule_error_totals
+    from gradcheck._rounding import net_input_magnitudes
     from gradcheck._screen import _rounding_bounds
 
     network, params, x, d = _case(NETWORK, batch=4, seed=seed)
@@ -245,7 +245,7 @@ def test_screen_noise_estimate_covers_what_the_trials_measure(seed):
         rows = _autodiff_rows(network, _draw_trials(network, z, x, d))
     measured = _perturbation_spread(rows)
 
-    _, magnitude = delta_rule_error_totals(network, params, x, d, 0.5, rows[0]["sigma"])
+    magnitude = net_input_magnitudes(network, params, rows[0]["sigma"], x)
     estimated = _rounding_bounds(rows[0], z, magnitude)
 
     assert measured["loss"] <= estimated["loss"] <= 20 * measured["loss"]
