@@ -19,7 +19,8 @@ import jinja2
 from tqdm import tqdm
 
 from gradcheck._calibrate import CONDITIONS, THRESHOLDS, iter_rows, run_calibration
-from gradcheck._report import _strict, _write_atomically
+from gradcheck._report import _write_atomically
+from gradcheck._result import strict_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:14s} one entry {spans[0]}   whole gradient {spans[1]}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(_strict(calibration), indent=2, allow_nan=False)
+    data = json.dumps(strict_json(calibration), indent=2, allow_nan=False)
     _write_atomically(args.out / "calibration.json", data + "\n")
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gradcheck", "templates"), autoescape=True

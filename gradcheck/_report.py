@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 from markupsafe import Markup
 
+from gradcheck._result import strict_json
 from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["write_report", "render_html", "results_json"]
@@ -52,32 +52,6 @@ MAX_PLOT_LABELS = 8
 MAX_FAILURE_CARDS = 20
 
 _REQUIRED_KEYS = ("title", "counts", "sections")
-
-
-# ---------------------------------------------------------------------------
-# Strict JSON
-
-
-def _strict(value: Any) -> Any:
-    """Return ``value`` with non-finite floats replaced by strings, recursively.
-
-    NaN becomes ``"nan"``, infinities ``"inf"`` and ``"-inf"``; tuples become
-    lists and NumPy scalars plain Python numbers, so :func:`json.dumps` with
-    ``allow_nan=False`` accepts the result.
-    """
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
 
 
 def check_summary(
@@ -179,7 +153,7 @@ def results_json(campaign: dict) -> dict:
             "first_wrong": check.get("first_wrong"),
             "label": check.get("label"),
         }
-    return _strict(
+    return strict_json(
         {
             "title": campaign.get("title"),
             "derivation": campaign.get("derivation"),
@@ -204,7 +178,7 @@ def _as_float(value: object) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
-        # Values that went through _strict once come back as strings.
+        # Values that went through strict_json once come back as strings.
         try:
             return float(value)
         except ValueError:
@@ -811,12 +785,14 @@ def write_page(
         directory: created if missing.
         page: the page's file name and HTML.
         data: the JSON file's name and what goes in it (NaN and infinities
-            are written as strings; see :func:`_strict`).
+            are written as strings; see :func:`gradcheck._result.strict_json`).
 
     Returns:
         The paths of the two files.
     """
-    text = json.dumps(_strict(data[1]), indent=2, allow_nan=False, ensure_ascii=False)
+    text = json.dumps(
+        strict_json(data[1]), indent=2, allow_nan=False, ensure_ascii=False
+    )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     html_path, json_path = directory / page[0], directory / data[0]

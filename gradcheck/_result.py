@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from gradcheck._compare import QuantityComparison, Verdict
 from gradcheck._complex_step import ComplexStep
@@ -114,29 +119,54 @@ class CheckResult:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, object]:
-        """Return a JSON-ready copy."""
-        return {
-            "label": self.label,
-            "verdict": str(self.verdict),
-            "network": None if self.network is None else self.network.to_dict(),
-            "architecture": self.subject,
-            "n_params": self.n_params,
-            "batch": self.batch,
-            "eta": self.eta,
-            "first_wrong": self.first_wrong,
-            "not_provided": list(self.not_provided),
-            "autodiff_skipped": self.autodiff_skipped,
-            "reproduce": self.reproduce,
-            "details": self.details,
-            "diagnosis": self.diagnosis,
-            "numeric_reference": self.numeric_reference,
-            "complex_step": None
-            if self.complex_step is None
-            else self.complex_step.to_dict(),
-            "taylor": [t.to_dict() for t in self.taylor],
-            "sweeps": [s.to_dict() for s in self.sweeps],
-            "quantities": [q.to_dict() for q in self.quantities],
-        }
+        """Return a JSON-ready copy, shared with nothing (see :func:`strict_json`)."""
+        return strict_json(
+            {
+                "label": self.label,
+                "verdict": str(self.verdict),
+                "network": None if self.network is None else self.network.to_dict(),
+                "architecture": self.subject,
+                "n_params": self.n_params,
+                "batch": self.batch,
+                "eta": self.eta,
+                "first_wrong": self.first_wrong,
+                "not_provided": list(self.not_provided),
+                "autodiff_skipped": self.autodiff_skipped,
+                "reproduce": self.reproduce,
+                "details": self.details,
+                "diagnosis": self.diagnosis,
+                "numeric_reference": self.numeric_reference,
+                "complex_step": None
+                if self.complex_step is None
+                else self.complex_step.to_dict(),
+                "taylor": [t.to_dict() for t in self.taylor],
+                "sweeps": [s.to_dict() for s in self.sweeps],
+                "quantities": [q.to_dict() for q in self.quantities],
+            }
+        )
+
+
+def strict_json(value: Any) -> Any:
+    """Return a copy of ``value`` that strict JSON can hold, recursively.
+
+    NaN becomes ``"nan"``, infinities ``"inf"`` and ``"-inf"``; tuples become
+    lists, mappings fresh dicts with string keys and NumPy scalars plain
+    Python numbers, so :func:`json.dumps` with ``allow_nan=False`` accepts
+    the result and changing it changes nothing else.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def _context(result: CheckResult) -> str:

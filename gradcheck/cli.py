@@ -386,7 +386,8 @@ def _verdict_line(result: CheckResult, args: argparse.Namespace) -> str:
 
 def _run_check(args: argparse.Namespace, command: str) -> int:
     from gradcheck._gradient import compare_gradient
-    from gradcheck._report import _strict, _write_atomically, write_report
+    from gradcheck._report import _write_atomically, write_report
+    from gradcheck._result import strict_json
 
     # Seeded first: a module may draw random numbers when it is imported.
     random.seed(args.seed)
@@ -457,7 +458,7 @@ def _run_check(args: argparse.Namespace, command: str) -> int:
             "exit_code": code,
             "message": format_failure(result) if code == EXIT_FAILED else "",
         }
-        text = json.dumps(_strict(record), indent=2, allow_nan=False)
+        text = json.dumps(strict_json(record), indent=2, allow_nan=False)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(args.json, text + "\n")
         print(f"json: {args.json}")

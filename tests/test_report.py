@@ -16,6 +16,7 @@ from markupsafe import escape
 import gradcheck as gc
 from gradcheck import _report
 from gradcheck._report import render_html, results_json, write_report
+from gradcheck._result import strict_json
 from gradcheck.errors import InvalidArgumentError, InvalidTypeError
 
 NETWORK = gc.Network((2, 3, 1), skips=((0, 2),))
@@ -383,7 +384,7 @@ def test_results_json_lists_every_check_compactly(passing, failing):
 def test_strict_converts_nested_nonfinite_values():
     value = {"a": (1.0, np.float64("nan")), "b": [{"c": -math.inf}], "d": np.int64(3)}
 
-    assert _report._strict(value) == {"a": [1.0, "nan"], "b": [{"c": "-inf"}], "d": 3}
+    assert strict_json(value) == {"a": [1.0, "nan"], "b": [{"c": "-inf"}], "d": 3}
 
 
 # ---------------------------------------------------------------------------
