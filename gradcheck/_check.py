@@ -215,10 +215,13 @@ def compare_delta_rule(
             first (see :mod:`gradcheck._screen`), then checks in full the
             quantities that did not pass, so that a failure still names
             entries and the first wrong quantity.
-            ``result.details["screen"]`` records, per screened quantity,
-            its directions, how many had finite differences, the achieved
-            relative band and the probability that an error of relative
-            size 1e-2, 1e-4 or 1e-6 went unseen.
+            ``result.details["screen"]["quantities"][name]`` records, per
+            screened quantity, the screen's own verdict (anything but
+            ``"pass"`` sent it to the full check), its directions, how
+            many had finite differences, the achieved relative band and
+            the probability that an error of relative size 1e-2, 1e-4 or
+            1e-6 went unseen; ``["checked_in_full"]`` lists what the full
+            check judged.
         directions: directions per tensor for ``method="screen"``; 4 by
             default.
         seed: seeds the directions of ``method="screen"``.
@@ -409,6 +412,12 @@ def _check_method(
     method: object, directions: object, seed: object, references: object
 ) -> int:
     """Validate the method's arguments; return the number of directions."""
+    if not isinstance(method, str):
+        raise InvalidTypeError(
+            f"method must be a str, one of {METHODS}, got method={method!r}",
+            name="method",
+            value=method,
+        )
     if method not in METHODS:
         raise InvalidArgumentError(
             f"method must be one of {METHODS}, got method={method!r}",

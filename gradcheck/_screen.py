@@ -834,6 +834,9 @@ def _triage(
         )
         quantities.facts[name] = {
             "screened": True,
+            # The screen's own verdict: anything but a pass sends the
+            # quantity to the full check, whose verdict is the result's.
+            "verdict": str(verdict),
             "directions": k,
             "differenced": differences[q],
             "relative_band": relative_band[q],

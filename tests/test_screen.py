@@ -54,7 +54,13 @@ def test_screen_passes_a_right_derivation_and_states_its_miss_probability(
         # Three directions of a tensor of six entries (theta[1] of a batch
         # of one) already make an error of 1% all but impossible to miss.
         assert miss["0.01"] < 1e-8, name
-    json.dumps(result.to_dict())
+        assert facts["verdict"] == "pass", name
+    # Strict JSON, though directions past the first have no finite
+    # difference (NaN) in the worst entries; and a copy of the details.
+    record = result.to_dict()
+    json.dumps(record, allow_nan=False)
+    record["details"]["screen"]["seed"] = 99
+    assert screen["seed"] == 1
 
 
 def test_screen_is_repeatable_and_follows_its_seed():
@@ -122,7 +128,10 @@ def test_screen_finds_one_wrong_entry_among_many_right_ones():
 
     assert result.verdict is Verdict.FAIL
     assert result.first_wrong == "dE/dW[0->1]"
-    assert result.details["screen"]["checked_in_full"] == ["dE/dW[0->1]"]
+    screen = result.details["screen"]
+    assert screen["checked_in_full"] == ["dE/dW[0->1]"]
+    assert screen["quantities"]["dE/dW[0->1]"]["verdict"] == "fail"
+    assert screen["quantities"]["dE/dW[1->2]"]["verdict"] == "pass"
     worst = result.quantity("dE/dW[0->1]").worst[0]
     assert worst.name == "dE/dW[0->1][3,7]"
 
@@ -149,6 +158,16 @@ def test_screen_checks_a_misshapen_quantity_in_full():
             {"method": "fast"},
             InvalidArgumentError,
             r"method must be one of \('full', 'screen'\), got method='fast'",
+        ),
+        (
+            {"method": None},
+            InvalidTypeError,
+            r"method must be a str, one of \('full', 'screen'\), got method=None",
+        ),
+        (
+            {"method": np.array(["screen", "full"])},
+            InvalidTypeError,
+            r"method must be a str, one of \('full', 'screen'\), got method=array",
         ),
         (
             {"directions": 4},
@@ -183,6 +202,8 @@ def test_screen_checks_a_misshapen_quantity_in_full():
     ],
     ids=[
         "unknown-method",
+        "method-none",
+        "method-array",
         "directions-with-full",
         "no-directions",
         "float-directions",
