@@ -665,15 +665,16 @@ def time_checker(
 # its peak memory is its own
 
 
-def _scale_job(args: tuple[tuple[int, ...], int]) -> dict[str, object]:
-    sizes, seed = args
+def _scale_job(args: tuple[tuple[int, ...], int, bool]) -> dict[str, object]:
+    sizes, seed, planted = args
     from gradcheck import compare_delta_rule
 
     problem = make_problem("scale", sizes, seed)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     timings = {}
     verdicts = {}
-    for label, derivation in (("right", None), ("planted", _planted_derivation)):
+    runs = [("right", None)] + ([("planted", _planted_derivation)] if planted else [])
+    for label, derivation in runs:
         options = {"derivation": derivation} if derivation else {}
         start = time.perf_counter()
         result = compare_delta_rule(
@@ -697,8 +698,8 @@ def _scale_job(args: tuple[tuple[int, ...], int]) -> dict[str, object]:
         "directions": DIRECTIONS,
         "right_s": timings["right"],
         "right_verdict": verdicts["right"],
-        "planted_s": timings["planted"],
-        "planted_verdict": verdicts["planted"],
+        "planted_s": timings.get("planted"),
+        "planted_verdict": verdicts.get("planted", "not run"),
         "planted_first_wrong": verdicts.get("first_wrong"),
         "maxrss_mb_before": before / 1024,
         "maxrss_mb": peak / 1024,
@@ -706,18 +707,51 @@ def _scale_job(args: tuple[tuple[int, ...], int]) -> dict[str, object]:
     }
 
 
-def measure_scale(sizes: tuple[int, ...], seed: int) -> dict[str, object]:
-    """Screen a large network (right and planted), with the process's peak memory."""
+def measure_scale(
+    sizes: tuple[int, ...], seed: int, planted: bool = True
+) -> dict[str, object]:
+    """Screen a large network (right, and planted unless told not to).
+
+    Runs in a process of its own, whose peak memory it reports.
+    """
     reason = screen_missing()
     if reason is not None:
         return {"sizes": list(sizes), "note": reason}
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        return pool.apply(_scale_job, ((sizes, seed),))
+        return pool.apply(_scale_job, ((sizes, seed, planted),))
 
 
 # ---------------------------------------------------------------------------
 # The run
+
+
+def _at_least(least: float, kind: type) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` no smaller than ``least``."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an int' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not value >= least:
+            raise argparse.ArgumentTypeError(f"expected at least {least}, got {text}")
+        return value
+
+    return convert
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -733,18 +767,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--checkers", help=f"comma-separated, of {', '.join(CHECKERS)}")
     parser.add_argument(
-        "--budget", type=float, default=30.0, help="seconds of repeats per checker"
+        "--budget", type=_positive, default=30.0, help="seconds of repeats per checker"
     )
-    parser.add_argument("--max-repeats", type=int, default=7)
+    parser.add_argument("--max-repeats", type=_at_least(1, int), default=7)
     parser.add_argument(
-        "--repeats", type=int, help="a fixed number of repeats (overrides --budget)"
+        "--repeats",
+        type=_at_least(1, int),
+        help="a fixed number of repeats (overrides --budget)",
     )
     parser.add_argument(
-        "--no-planted", action="store_true", help="skip the planted-error runs"
+        "--no-planted",
+        action="store_true",
+        help="skip the planted-error runs, --scale's too",
     )
     parser.add_argument(
         "--planted-limit",
-        type=float,
+        type=_positive,
         default=120.0,
         help="skip the planted-error run of a checker whose first call took "
         "longer, in seconds (default 120; the tests plant errors for every "
@@ -752,7 +790,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--throughput",
-        type=int,
+        type=_at_least(0, int),
         default=400,
         help="networks for the fuzzing throughput (0 skips it)",
     )
@@ -761,7 +799,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"screen a {'-'.join(map(str, SCALE_SIZES))} network too",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_at_least(0, int), default=0)
     parser.add_argument("--out", default="reports", help="where bench.html goes")
     args = parser.parse_args(argv)
     if args.quick:
@@ -877,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scale = None
     if args.scale:
-        scale = measure_scale(SCALE_SIZES, args.seed)
+        scale = measure_scale(SCALE_SIZES, args.seed, planted=not args.no_planted)
         print("\n" + "\n".join(_scale_lines(scale)), flush=True)
 
     rows = [row for section in sections for row in section["rows"]]
@@ -933,7 +971,9 @@ def _scale_lines(scale: dict) -> list[str]:
         f"  right gradient: {format_seconds(scale['right_s'])}, "
         f"{scale['right_verdict']}",
         f"  planted error: {format_seconds(scale['planted_s'])}, "
-        f"{scale['planted_verdict']} at {scale['planted_first_wrong']}",
+        f"{scale['planted_verdict']} at {scale['planted_first_wrong']}"
+        if scale["planted_s"] is not None
+        else "  planted error: not run",
         f"  peak memory (maxrss): {scale['maxrss_mb']:.0f} MB",
     ]
 

@@ -115,6 +115,44 @@ class TestSelection:
         assert (args.sizes, args.budget, args.max_repeats) == ("small", 5.0, 3)
         assert args.throughput == 100 and args.planted_limit == 30.0
 
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["--seed", "-1"], "argument --seed: expected at least 0, got -1"),
+            (["--seed", "x"], "argument --seed: expected an int, got 'x'"),
+            (["--throughput", "-3"], "argument --throughput: expected at least 0"),
+            (["--repeats", "0"], "argument --repeats: expected at least 1, got 0"),
+            (["--max-repeats", "0"], "argument --max-repeats: expected at least 1"),
+            (["--budget", "0"], "argument --budget: expected a positive number"),
+            (["--budget", "nan"], "argument --budget: expected a positive number"),
+            (["--planted-limit", "inf"], "argument --planted-limit: expected a pos"),
+        ],
+        ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+    )
+    def test_parse_names_a_bad_value(self, argv, message, capsys):
+        with pytest.raises(SystemExit) as exit_:
+            peers._parse(argv)
+
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
+
+    def test_scale_lines_say_the_planted_run_was_skipped(self):
+        scale = {
+            "sizes": [4, 3, 2],
+            "n_params": 23,
+            "directions": 4,
+            "right_s": 0.5,
+            "right_verdict": "pass",
+            "planted_s": None,
+            "planted_verdict": "not run",
+            "planted_first_wrong": None,
+            "maxrss_mb": 300.0,
+        }
+
+        lines = peers._scale_lines(scale)
+
+        assert lines[2] == "  planted error: not run"
+
     def test_sizes_have_the_stated_parameter_counts(self):
         counts = {
             name: peers.make_problem(name, sizes).n_params
