@@ -726,35 +726,9 @@ def measure_scale(
 # The run
 
 
-def _at_least(least: float, kind: type) -> Callable[[str], float]:
-    """An argparse type: a number of ``kind`` no smaller than ``least``."""
-
-    def convert(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an int' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-        if not value >= least:
-            raise argparse.ArgumentTypeError(f"expected at least {least}, got {text}")
-        return value
-
-    return convert
-
-
-def _positive(text: str) -> float:
-    """An argparse type: a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
 def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from gradcheck.cli import _non_negative_int, _positive_float, _positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick",
@@ -767,12 +741,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--checkers", help=f"comma-separated, of {', '.join(CHECKERS)}")
     parser.add_argument(
-        "--budget", type=_positive, default=30.0, help="seconds of repeats per checker"
+        "--budget",
+        type=_positive_float,
+        default=30.0,
+        help="seconds of repeats per checker",
     )
-    parser.add_argument("--max-repeats", type=_at_least(1, int), default=7)
+    parser.add_argument("--max-repeats", type=_positive_int, default=7)
     parser.add_argument(
         "--repeats",
-        type=_at_least(1, int),
+        type=_positive_int,
         help="a fixed number of repeats (overrides --budget)",
     )
     parser.add_argument(
@@ -782,7 +759,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--planted-limit",
-        type=_positive,
+        type=_positive_float,
         default=120.0,
         help="skip the planted-error run of a checker whose first call took "
         "longer, in seconds (default 120; the tests plant errors for every "
@@ -790,7 +767,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--throughput",
-        type=_at_least(0, int),
+        type=_non_negative_int,
         default=400,
         help="networks for the fuzzing throughput (0 skips it)",
     )
@@ -799,7 +776,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"screen a {'-'.join(map(str, SCALE_SIZES))} network too",
     )
-    parser.add_argument("--seed", type=_at_least(0, int), default=0)
+    parser.add_argument("--seed", type=_non_negative_int, default=0)
     parser.add_argument("--out", default="reports", help="where bench.html goes")
     args = parser.parse_args(argv)
     if args.quick:

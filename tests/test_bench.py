@@ -118,11 +118,11 @@ class TestSelection:
     @pytest.mark.parametrize(
         ("argv", "message"),
         [
-            (["--seed", "-1"], "argument --seed: expected at least 0, got -1"),
-            (["--seed", "x"], "argument --seed: expected an int, got 'x'"),
-            (["--throughput", "-3"], "argument --throughput: expected at least 0"),
-            (["--repeats", "0"], "argument --repeats: expected at least 1, got 0"),
-            (["--max-repeats", "0"], "argument --max-repeats: expected at least 1"),
+            (["--seed", "-1"], "argument --seed: expected 0 or more, got -1"),
+            (["--seed", "x"], "argument --seed: expected an integer, got 'x'"),
+            (["--throughput", "-3"], "argument --throughput: expected 0 or more"),
+            (["--repeats", "0"], "argument --repeats: expected 1 or more, got 0"),
+            (["--max-repeats", "0"], "argument --max-repeats: expected 1 or more"),
             (["--budget", "0"], "argument --budget: expected a positive number"),
             (["--budget", "nan"], "argument --budget: expected a positive number"),
             (["--planted-limit", "inf"], "argument --planted-limit: expected a pos"),
