@@ -51,12 +51,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 from numpy.typing import NDArray
 
 from gradcheck._kinks import OneSided
 from gradcheck._numeric import EPS, ROUNDING_FACTOR, NumericEstimate
-from gradcheck._precision import float_eps, float_tiny, is_float_dtype
+from gradcheck._precision import dtype_name, float_eps, float_tiny, is_float_dtype
 from gradcheck._signatures import Signature, diagnose
 
 __all__ = [
@@ -78,6 +79,14 @@ Array = NDArray[np.float64]
 SAFETY_FACTOR = 4.0
 
 DEFAULT_WORST = 5
+
+# The precisions a derivation may compute in before it returns its arrays
+# in a wider dtype, coarsest first: bfloat16 numbers are float16 numbers
+# too, mostly, so the coarsest precision that holds every entry names it
+# (see `_lower_precision`).
+LOWER_PRECISIONS = tuple(
+    np.dtype(t) for t in (ml_dtypes.bfloat16, np.float16, np.float32)
+)
 
 
 @dataclass(frozen=True)
@@ -319,7 +328,7 @@ def compare_quantity(
     # An analytic value computed in lower precision is held to its own
     # precision: the rounding allowance, measured as the move under a few
     # float64 ulps, grows with the ratio of the epsilons.
-    analytic = np.asarray(analytic)
+    analytic = given = np.asarray(analytic)
     precision = (
         analytic.dtype if is_float_dtype(analytic.dtype) else np.dtype(np.float64)
     )
@@ -471,11 +480,64 @@ def compare_quantity(
         worst=worst,
         note=note,
         signature=(
-            diagnose(analytic, autodiff, band=band, batch_size=batch_size)
+            (
+                _lower_precision(name, given, reference, batch_size, kinks, error_bound)
+                or diagnose(analytic, autodiff, band=band, batch_size=batch_size)
+            )
             if verdict is Verdict.FAIL
             else None
         ),
     )
+
+
+def _lower_precision(
+    name: str,
+    given: NDArray,
+    reference: Reference,
+    batch_size: int | None,
+    kinks: OneSided | None,
+    error_bound: Array | None,
+) -> Signature | None:
+    """Name a value computed in a lower precision than the dtype it came in.
+
+    A derivation that computes in bfloat16 and returns float32 is held to
+    float32's rounding, and fails. Such a value gives itself away: every
+    entry is a bfloat16 number, though the true values are not. It is
+    named when that holds for a lower precision and the value, taken in
+    that precision, passes.
+    """
+    dtype = given.dtype if is_float_dtype(given.dtype) else np.dtype(np.float64)
+    truth = (
+        reference.numeric.value if reference.autodiff is None else reference.autodiff
+    )
+    finite = np.isfinite(truth) & (truth != 0)
+    for lower in LOWER_PRECISIONS:
+        if float_eps(lower) <= float_eps(dtype):
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            narrowed = given.astype(lower)
+            is_lower = narrowed.astype(dtype) == given
+            truth_is_lower = truth.astype(lower).astype(np.float64) == truth
+        # Numbers such as 0.5 are in every precision and tell nothing.
+        if not (is_lower.all() and (finite & ~truth_is_lower).any()):
+            continue
+        again = compare_quantity(
+            name,
+            narrowed,
+            reference,
+            batch_size=batch_size,
+            kinks=kinks,
+            error_bound=error_bound,
+        )
+        if again.verdict is Verdict.PASS:
+            low, high = dtype_name(lower), dtype_name(dtype)
+            return Signature(
+                "lower-precision",
+                f"every entry is a {low} number and within {low} rounding of "
+                f"the true value: it looks computed in {low} and returned as "
+                f"{high}, which holds it to {high} rounding; return it as {low}",
+            )
+    return None
 
 
 def _count(n: int, one: str, many: str) -> str:

@@ -55,6 +55,9 @@ KINDS = (
     "sign",
     "factor",
     "missing-elementwise-factor",
+    # Named by gradcheck._compare.compare_quantity, not by diagnose: a
+    # value computed in a lower precision than the dtype it came in.
+    "lower-precision",
 )
 
 # Without a band, an explanation must hold to this fraction of max |analytic|:

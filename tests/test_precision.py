@@ -233,3 +233,68 @@ def test_float32_general_gradient_with_a_one_percent_mistake_fails():
     assert result.verdict is Verdict.FAIL
     assert result.first_wrong == "W2"
     assert result.quantity("W2").n_mismatched == 1
+
+
+def computed_in(dtype, returned):
+    """A derivation computed in ``dtype`` whose arrays come back as ``returned``."""
+
+    def derivation(network, params, x, d, eta):
+        out = in_dtype(dtype)(network, params, x, d, eta)
+        return {name: value.astype(returned) for name, value in out.items()}
+
+    return derivation
+
+
+@pytest.mark.parametrize(
+    ("computed", "returned"),
+    [(BF16, np.float32), (np.float32, np.float64)],
+    ids=["bfloat16-as-float32", "float32-as-float64"],
+)
+def test_a_value_returned_wider_than_computed_fails_and_says_so(computed, returned):
+    network = Network((3, 5, 2), skips=((0, 2),), bias=True)
+    rng = np.random.default_rng(0)
+    params = {
+        name: rng.normal(size=shape) for name, shape in network.param_shapes().items()
+    }
+    x, d = rng.normal(size=(4, 3)), rng.uniform(size=(4, 2))
+
+    result = compare_delta_rule(
+        network, params, x, d, 0.1, derivation=computed_in(computed, returned)
+    )
+
+    # Held to the rounding of the dtype it came back in, it is wrong there;
+    # the signature names the likely cause.
+    assert result.verdict is Verdict.FAIL
+    failing = [q for q in result.quantities if q.verdict is Verdict.FAIL]
+    kinds = {q.signature.kind for q in failing if q.signature is not None}
+    assert kinds == {"lower-precision"}
+    first = result.quantity(result.first_wrong)
+    assert first.signature is not None
+    assert np.dtype(computed).name in first.signature.message
+    assert "lower-precision" not in {
+        q.signature.kind
+        for q in result.quantities
+        if q.verdict is Verdict.PASS and q.signature is not None
+    }
+
+
+def test_a_one_percent_mistake_is_not_called_a_lower_precision():
+    # A float32 value 1% off fits the loose band of a bfloat16 computation,
+    # but its entries are no bfloat16 numbers, so no such signature.
+    network = Network((2, 3, 1), bias=True)
+    rng = np.random.default_rng(4)
+    params = {
+        name: rng.normal(size=shape) for name, shape in network.param_shapes().items()
+    }
+    x, d = rng.normal(size=(4, 2)), rng.uniform(size=(4, 1))
+
+    def wrong(network, params, x, d, eta):
+        out = in_dtype(np.float32)(network, params, x, d, eta)
+        value = out["dE/dW[0->1]"] * np.float32(1.01)
+        return out | {"dE/dW[0->1]": value}
+
+    result = compare_delta_rule(network, params, x, d, 0.1, derivation=wrong)
+
+    assert result.first_wrong == "dE/dW[0->1]"
+    signature = result.quantity("dE/dW[0->1]").signature
+    assert signature is None or signature.kind != "lower-precision"
