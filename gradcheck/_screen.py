@@ -221,8 +221,32 @@ def screen_delta_rule(
     drawn = _draw_directions(
         tuple((key, t.shape) for key, t in tensors.items()), directions, seed
     )
-    point = Point.at(network, params, x, d)
-    numeric = _directional_differences(point, tensors, drawn, moved["loss"], rel_step)
+    # Which tensor and source each returned quantity is screened along.
+    plan: list[tuple[str, str, float]] = []
+    for name in quantity_names(network):
+        if name in analytic:
+            key, factor = _tensor_of(name, eta)
+            plan.append((name, key, factor))
+    # Finite differences along the tensors some quantity is a derivative
+    # along, in the order of the tensors. A direction moves each entry of a
+    # tensor by t r: its step is that of the tensor's largest entry, and a
+    # probe's that of zero.
+    used = {key for name, key, _ in plan if not name.startswith("dy/ds")}
+    differenced = {key: tensor for key, tensor in tensors.items() if key in used}
+    scales = [
+        max(float(params[key].max()), -float(params[key].min()))
+        if key in params
+        else 0.0
+        for key in differenced
+    ]
+    steps = default_steps(np.array(scales), rel_step).tolist()
+    numeric = _directional_differences(
+        Point.at(network, params, x, d),
+        differenced,
+        drawn,
+        moved["loss"],
+        dict(zip(differenced, steps, strict=True)),
+    )
 
     # One row per source of references (a tensor's dE, or a layer's
     # slopes), one per quantity; the triage joins them.
@@ -230,40 +254,37 @@ def screen_delta_rule(
     quantities = _Quantities()
     found: dict[str, QuantityComparison] = {}
     slopes: list[NumericEstimate] | None = None
-    for name in quantity_names(network):
-        if name not in analytic:
-            continue
-        value = np.asarray(analytic[name])
-        key, factor = _tensor_of(name, eta)
-        tensor = tensors[key]
-        if value.shape != tensor.shape:
-            found[name] = _unscreenable(name, tensor.shape, value.shape)
-            continue
-        r = drawn.rows[key]
-        # dy/ds is no derivative of E: it is projected on the directions of
-        # its net input, against the slopes autodiff gives and the sigmoid's
-        # own finite differences, entry by entry, projected too.
-        slope = name.startswith("dy/ds")
-        which = f"slopes {key}" if slope else key
-        if which not in sources.index:
-            if slope:
-                if slopes is None:
-                    slopes = _sigmoid_differences(base["s"], moved, rel_step)
-                g = base["slopes"][tensor.layer - 1]
-                estimate = _projected_estimate(slopes[tensor.layer - 1], r)
-            else:
-                g, estimate = tensor.autodiff, numeric[key]
-            sources.add(
-                which,
-                *_project(g, r, drawn.abs_sums[key], drawn.abs_max[key]),
-                estimate,
-                drawn.abs_max[key],
-                drawn.abs_sums[key],
-            )
-        # NaN shows in the projection, and is checked in full.
-        with np.errstate(invalid="ignore", over="ignore"):
+    # NaN shows in the projections, and is checked in full.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for name, key, factor in plan:
+            value = np.asarray(analytic[name])
+            tensor = tensors[key]
+            if value.shape != tensor.shape:
+                found[name] = _unscreenable(name, tensor.shape, value.shape)
+                continue
+            r = drawn.rows[key]
+            # dy/ds is no derivative of E: it is projected on the directions
+            # of its net input, against the slopes autodiff gives and the
+            # sigmoid's own finite differences, entry by entry, projected too.
+            slope = name.startswith("dy/ds")
+            which = f"slopes {key}" if slope else key
+            if which not in sources.index:
+                if slope:
+                    if slopes is None:
+                        slopes = _sigmoid_differences(base["s"], moved, rel_step)
+                    g = base["slopes"][tensor.layer - 1]
+                    estimate = _projected_estimate(slopes[tensor.layer - 1], r)
+                else:
+                    g, estimate = tensor.autodiff, numeric[key]
+                sources.add(
+                    which,
+                    *_project(g, r, drawn.abs_sums[key], drawn.abs_max[key]),
+                    estimate,
+                    drawn.abs_max[key],
+                    drawn.abs_sums[key],
+                )
             projected = r @ np.asarray(value, dtype=np.float64).reshape(-1)
-        quantities.add(name, value, projected, sources.index[which], factor)
+            quantities.add(name, value, projected, sources.index[which], factor)
 
     # A right float64 derivation is nearly always within the rounding of
     # the projections alone; only what is not, and every lower precision,
@@ -497,7 +518,7 @@ def _directional_differences(
     tensors: Mapping[str, _Tensor],
     drawn: _Directions,
     noise: float,
-    rel_step: float | None,
+    steps: Mapping[str, float],
 ) -> dict[str, NumericEstimate]:
     """Differentiate E along the first directions of every tensor, in one pass.
 
@@ -506,22 +527,19 @@ def _directional_differences(
     every tensor into layer ``v`` is a change of ``s_v``, and every layer's
     directions, at their four steps, run through the network together
     (:meth:`gradcheck._structured.Point.directional_losses`). The output
-    probe moves ``y_o`` itself.
+    probe moves ``y_o`` itself. ``steps`` holds the step of each tensor.
     """
     batch = point.batch
     per_layer: dict[int, list[tuple[str, int, float]]] = {}
     for key, tensor in tensors.items():
-        params = point.params.get(key)
-        scale = (
-            0.0 if params is None else max(float(params.max()), -float(params.min()))
-        )
-        h = float(default_steps(np.array([scale]), rel_step)[0])
         layer = -1 if key.startswith("y") else tensor.layer
         n = min(NUMERIC_DIRECTIONS, drawn.rows[key].shape[0])
-        per_layer.setdefault(layer, []).append((key, n, h))
+        per_layer.setdefault(layer, []).append((key, n, steps[key]))
+    if not per_layer:
+        return {}
 
     moves: dict[int, tuple[Array, Array]] = {}
-    steps: dict[int, Array] = {}
+    hs: dict[int, Array] = {}
     for layer, items in per_layer.items():
         width = point.network.sizes[layer]
         q = workspace(f"q{layer}", (sum(n for _, n, _ in items), batch, width))
@@ -537,8 +555,8 @@ def _directional_differences(
             else:
                 part[...] = r
             start += n
-        steps[layer] = np.concatenate([np.full(n, step) for _, n, step in items])
-        moves[layer] = (q, steps[layer])
+        hs[layer] = np.array([step for _, n, step in items for _ in range(n)])
+        moves[layer] = (q, hs[layer])
     losses: dict[int, Array] = {}
     if -1 in moves:
         q, h = moves.pop(-1)
@@ -555,12 +573,7 @@ def _directional_differences(
 
     order = list(per_layer)
     f = np.concatenate([losses[layer] for layer in order], axis=1)
-    h = np.concatenate(
-        [
-            np.array([step for _, n, step in per_layer[layer] for _ in range(n)])
-            for layer in order
-        ]
-    )
+    h = np.concatenate([hs[layer] for layer in order])
     points = (h, -h, h / 2.0, -h / 2.0)
     estimate = combine_elementwise(tuple(f), points, h, noise=noise)
     estimates: dict[str, NumericEstimate] = {}

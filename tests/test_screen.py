@@ -469,3 +469,35 @@ def test_screen_of_a_network_at_its_targets_checks_nothing_in_full():
         drilled += bool(result.details["screen"]["checked_in_full"])
 
     assert drilled <= 2
+
+
+def test_screen_differences_only_the_tensors_a_returned_quantity_lies_along(
+    monkeypatch,
+):
+    import gradcheck._screen as screen_module
+
+    differenced = []
+    original = screen_module._directional_differences
+
+    def spy(point, tensors, *args):
+        differenced.append(sorted(tensors))
+        return original(point, tensors, *args)
+
+    monkeypatch.setattr(screen_module, "_directional_differences", spy)
+
+    def gradient_only(network, params, x, d, eta):
+        values = delta_rule(network, params, x, d, eta)
+        return {k: v for k, v in values.items() if k.startswith(("dE/dW", "dE/db"))}
+
+    network = NETWORK
+    result = compare_delta_rule(
+        *_case(network), 0.5, derivation=gradient_only, method="screen"
+    )
+
+    assert result.verdict is Verdict.PASS
+    # The probes on the net inputs and outputs (theta, dE/dy) were not
+    # asked for, so no direction of theirs is run through the network.
+    assert differenced == [sorted(network.param_shapes())]
+    assert sorted(result.details["screen"]["quantities"]) == sorted(
+        f"dE/d{name}" for name in network.param_shapes()
+    )
