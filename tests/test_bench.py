@@ -50,6 +50,8 @@ def _summary(rows: list[dict]) -> dict:
             "budget_s": 5.0,
             "max_repeats": 3,
             "repeats": None,
+            "rounds": 20,
+            "interleave_below_s": 0.1,
             "plant_fraction": 0.01,
             "planted": True,
             "scipy_rtol": 1e-4,
@@ -215,6 +217,42 @@ class TestRepeats:
         assert row["repeats"] == 2 and len(row["samples_s"]) == 2
         assert row["right_passes"] is True and row["planted_flagged"] is False
 
+    def test_interleave_rotates_the_fast_checkers_and_leaves_slow_ones(
+        self, monkeypatch
+    ):
+        calls = []
+
+        def stub(name):
+            return peers.Checker(
+                name, f"{name}()", "-", lambda p, planted: calls.append(name) or True
+            )
+
+        checkers = {name: stub(name) for name in ("a", "b", "c", "slow")}
+        monkeypatch.setattr(peers, "CHECKERS", checkers)
+        problem = peers.make_problem("tiny", (2, 3, 1))
+
+        def row(name, median):
+            return {
+                "checker": name,
+                "median_s": median,
+                "repeats": 3,
+                "samples_s": [median],
+                "right_passes": True,
+                "note": "",
+            }
+
+        rows = [row("a", 1e-3), row("b", 2e-3), row("c", 3e-3), row("slow", 5.0)]
+        out = peers.interleave(rows, problem, rounds=3)
+
+        # Each round calls every fast checker once, starting one further on.
+        assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+        assert out[3] == rows[3]
+        for fast in out[:3]:
+            assert fast["repeats"] == 3 and len(fast["samples_s"]) == 3
+            assert fast["median_s"] == sorted(fast["samples_s"])[1]
+            assert fast["note"] == "side by side"
+        assert peers.interleave(rows, problem, rounds=0) == rows
+
 
 class TestCheckersDoRealWork:
     """Each peer, on a tiny network: the right gradient passes, a planted error
@@ -348,6 +386,12 @@ class TestReport:
         assert data["maxrss_mb"] == "nan"
         assert data["sizes"][0]["rows"][1]["full_over"] == 1.0
         assert not list((tmp_path / "reports").glob(".*.tmp"))
+        page = html_path.read_text()
+        assert "<b>20</b> rounds side by side" in page
+        # A summary from before side-by-side timing still renders, without it.
+        del summary["settings"]["rounds"]
+        html_path, _ = write_bench_report(summary, tmp_path / "older")
+        assert "side by side" not in html_path.read_text()
 
     def test_page_is_self_contained_and_escaped(self):
         rows = add_ratios(
