@@ -237,6 +237,37 @@ def _run_screen_new_seed(problem: Problem, planted: bool) -> bool:
     )
 
 
+def screen_miss(problem: Problem, directions: int) -> float:
+    """Return the largest miss probability at an error of 1% a screen records.
+
+    Over every quantity of the delta rule, screened along ``directions``
+    per tensor at this problem's point (see ``gradcheck._screen``): how
+    likely the screen was to let a 1% error of any one of them through.
+    """
+    from gradcheck import compare_delta_rule, delta_rule
+
+    result = compare_delta_rule(
+        problem.network,
+        problem.params,
+        problem.x,
+        problem.d,
+        ETA,
+        derivation=delta_rule,
+        method="screen",
+        directions=directions,
+    )
+    quantities = result.details["screen"]["quantities"].values()
+    return max(facts["miss_probability"]["0.01"] for facts in quantities)
+
+
+# The screening checkers, by the directions per tensor they draw.
+SCREEN_DIRECTIONS = {
+    "gradcheck-screen": DIRECTIONS,
+    "gradcheck-screen-new-seed": DIRECTIONS,
+    "gradcheck-screen-1": 1,
+}
+
+
 def full_check_peak_mb(problem: Problem) -> float:
     """Return the peak of numpy and Python allocations in one full check, MiB.
 
@@ -694,6 +725,8 @@ def interleave(
     ]
     if rounds < 1 or len(fast) < 2:
         return rows
+    from gradcheck._bench_report import format_seconds
+
     samples: dict[str, list[float]] = {row["checker"]: [] for row in fast}
     passes: dict[str, bool] = dict.fromkeys(samples, True)
     names = list(samples)
@@ -710,10 +743,12 @@ def interleave(
             row = {
                 **row,
                 "median_s": statistics.median(samples[name]),
+                "alone_s": row["median_s"],
                 "repeats": rounds,
                 "samples_s": samples[name],
                 "right_passes": passes[name],
-                "note": (f"{row['note']}; " if row["note"] else "") + "side by side",
+                "note": (f"{row['note']}; " if row["note"] else "")
+                + f"side by side; alone {format_seconds(row['median_s'])}",
             }
         out.append(row)
     return out
@@ -935,6 +970,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['note']}".rstrip(),
                 flush=True,
             )
+            if name in SCREEN_DIRECTIONS and row["right_passes"]:
+                miss = screen_miss(problem, SCREEN_DIRECTIONS[name])
+                row["miss_1pct"] = miss
+                row["note"] = (
+                    f"{row['note']}; " if row["note"] else ""
+                ) + f"misses a 1% error with probability at most {miss:.1g}"
             rows.append(row)
         if args.rounds:
             rows = interleave(rows, problem, args.rounds)

@@ -250,7 +250,8 @@ class TestRepeats:
         for fast in out[:3]:
             assert fast["repeats"] == 3 and len(fast["samples_s"]) == 3
             assert fast["median_s"] == sorted(fast["samples_s"])[1]
-            assert fast["note"] == "side by side"
+            assert fast["note"].startswith("side by side; alone ")
+            assert fast["alone_s"] == rows[out.index(fast)]["median_s"]
         assert peers.interleave(rows, problem, rounds=0) == rows
 
 
@@ -301,6 +302,28 @@ class TestCheckersDoRealWork:
     def test_gradcheck_passes_right_and_flags_planted(self, problem):
         assert peers._run_gradcheck(problem, False) is True
         assert peers._run_gradcheck(problem, True) is False
+
+    @pytest.mark.parametrize("directions", [1, 4])
+    def test_screen_miss_is_the_largest_recorded_at_one_percent(
+        self, problem, directions
+    ):
+        from gradcheck import compare_delta_rule, delta_rule
+
+        miss = peers.screen_miss(problem, directions)
+
+        result = compare_delta_rule(
+            *(problem.network, problem.params, problem.x, problem.d, peers.ETA),
+            derivation=delta_rule,
+            method="screen",
+            directions=directions,
+        )
+        recorded = [
+            facts["miss_probability"]["0.01"]
+            for facts in result.details["screen"]["quantities"].values()
+        ]
+        assert miss == max(recorded)
+        # float64 bands are far below 1%: one direction all but settles it.
+        assert 0 < miss < 1e-4
 
 
 class TestFormatting:
