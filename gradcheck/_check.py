@@ -222,8 +222,13 @@ def compare_delta_rule(
             the probability that an error of relative size 1e-2, 1e-4 or
             1e-6 went unseen; ``["checked_in_full"]`` lists what the full
             check judged.
-        directions: directions per tensor for ``method="screen"``; 4 by
-            default.
+        directions: directions per tensor for ``method="screen"``. By
+            default, the first of each tensor's ``DEFAULT_DIRECTIONS`` (4),
+            and all of them only for a quantity that one leaves
+            unresolved: an error of 1% more likely to slip past it than
+            ``MAX_MISS`` (1e-4), as in a lower precision. The directions
+            are independent, so the screen's miss probability is held to
+            the same bound; each quantity records how many it took.
         seed: seeds the directions of ``method="screen"``.
         complex_step: tighten the numeric reference with the complex step
             (see :mod:`gradcheck._complex_step`) where it agrees with the
@@ -247,6 +252,9 @@ def compare_delta_rule(
             names or leaves out the gradient.
         InvalidTypeError: arguments of the wrong type.
     """
+    # Unless told how many, a screen takes each tensor's first direction
+    # and more only where that one leaves the miss probability too high.
+    adaptive = directions is None
     directions = _check_method(method, directions, seed, references)
     if not isinstance(network, Network):
         raise InvalidTypeError(
@@ -304,6 +312,7 @@ def compare_delta_rule(
             directions=directions,
             seed=seed,
             rel_step=rel_step,
+            adaptive=adaptive,
         )
         screened = {c.name: c for c in outcome.comparisons}
         # Drill down: what did not pass the screen is checked in full, on
@@ -311,6 +320,7 @@ def compare_delta_rule(
         full = list(outcome.suspicious)
         details["screen"] = {
             "directions": directions,
+            "adaptive": adaptive,
             "seed": seed,
             "quantities": outcome.details,
             "checked_in_full": full,

@@ -191,6 +191,7 @@ def screen_delta_rule(
     directions: int,
     seed: int,
     rel_step: float | None = None,
+    adaptive: bool = False,
 ) -> ScreenOutcome:
     """Screen every quantity of ``analytic`` along random directions.
 
@@ -201,10 +202,14 @@ def screen_delta_rule(
         d: validated targets, ``(batch, n_out)``.
         eta: the learning rate.
         analytic: the derivation's quantities, by name.
-        directions: directions per tensor, at least 1.
+        directions: directions per tensor, at least 1; with ``adaptive``,
+            the most.
         seed: seeds the directions.
         rel_step: the finite-difference step relative to ``max(1, max |z|)``
             of each tensor; ``cbrt(eps)`` when omitted.
+        adaptive: screen along the first direction of each tensor, and
+            along all ``directions`` only the quantities that one leaves
+            unresolved.
 
     Returns:
         The :class:`ScreenOutcome`.
@@ -248,12 +253,105 @@ def screen_delta_rule(
         dict(zip(differenced, steps, strict=True)),
     )
 
+    references = _References(network, params, x, d, eta, base, moved, rel_step)
+    # With ``adaptive``, every tensor is screened along its first direction,
+    # and only a quantity that one leaves unresolved (an error of 1% more
+    # likely to slip through than MAX_MISS, with nothing else amiss) along
+    # all of them: directions are independent, so stopping at the first is
+    # held to the same miss probability.
+    first = 1 if adaptive else directions
+    found, facts = _screen_along(
+        plan, analytic, tensors, drawn, numeric, references, first
+    )
+    if first < directions:
+        again = [entry for entry in plan if _unresolved(found[entry[0]])]
+        if again:
+            more, more_facts = _screen_along(
+                again, analytic, tensors, drawn, numeric, references, directions
+            )
+            found.update(more)
+            facts.update(more_facts)
+    comparisons = tuple(
+        found[name] for name in quantity_names(network) if name in found
+    )
+    details = {c.name: facts[c.name] for c in comparisons if c.name in facts}
+    suspicious = tuple(c.name for c in comparisons if c.verdict is not Verdict.PASS)
+    return ScreenOutcome(comparisons, details, suspicious)
+
+
+class _References:
+    """What the passes of one screen share, each part taken once when needed.
+
+    Attributes:
+        base: autodiff at the point (see :func:`_autodiff_at_point`).
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        params: Mapping[str, Array],
+        x: Array,
+        d: Array,
+        eta: float,
+        base: Mapping[str, object],
+        moved: Mapping[str, object],
+        rel_step: float | None,
+    ) -> None:
+        self.base = base
+        self._point = (network, params, x, d, eta)
+        self._moved = moved
+        self._rel_step = rel_step
+        self._slopes: list[NumericEstimate] | None = None
+        self._totals: Mapping[str, float] | None = None
+
+    def slopes(self) -> list[NumericEstimate]:
+        """The sigmoid's finite differences at every net input, per layer."""
+        if self._slopes is None:
+            self._slopes = _sigmoid_differences(
+                self.base["s"], self._moved, self._rel_step
+            )
+        return self._slopes
+
+    def totals(self) -> Mapping[str, float]:
+        """The sums of each quantity's running error bounds (see :func:`_triage`)."""
+        if self._totals is None:
+            # At the edge of the float range the bounds overflow; an
+            # infinite band passes nothing (see MAX_MISS).
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._totals = delta_rule_error_totals(*self._point, self.base["sigma"])
+        return self._totals
+
+
+def _screen_along(
+    plan: list[tuple[str, str, float]],
+    analytic: Mapping[str, object],
+    tensors: Mapping[str, _Tensor],
+    drawn: _Directions,
+    numeric: Mapping[str, NumericEstimate],
+    references: _References,
+    count: int,
+) -> tuple[dict[str, QuantityComparison], dict[str, dict[str, object]]]:
+    """Screen the quantities of ``plan`` along the first ``count`` directions.
+
+    Args:
+        plan: ``(name, tensor key, factor)`` per quantity (see
+            :func:`_tensor_of`).
+        analytic: the derivation's quantities, by name.
+        tensors: the tensors directions live in.
+        drawn: the directions, at least ``count`` per tensor.
+        numeric: the finite differences along the first direction(s).
+        references: autodiff and what is taken from it once.
+        count: how many of each tensor's directions to project on.
+
+    Returns:
+        The comparison of each quantity, and each screened quantity's facts.
+    """
     # One row per source of references (a tensor's dE, or a layer's
     # slopes), one per quantity; the triage joins them.
-    sources = _Sources(directions)
+    sources = _Sources(count)
     quantities = _Quantities()
     found: dict[str, QuantityComparison] = {}
-    slopes: list[NumericEstimate] | None = None
+    base = references.base
     # NaN shows in the projections, and is checked in full.
     with np.errstate(invalid="ignore", over="ignore"):
         for name, key, factor in plan:
@@ -262,7 +360,9 @@ def screen_delta_rule(
             if value.shape != tensor.shape:
                 found[name] = _unscreenable(name, tensor.shape, value.shape)
                 continue
-            r = drawn.rows[key]
+            r = drawn.rows[key][:count]
+            abs_sums = drawn.abs_sums[key][:count]
+            abs_max = drawn.abs_max[key][:count]
             # dy/ds is no derivative of E: it is projected on the directions
             # of its net input, against the slopes autodiff gives and the
             # sigmoid's own finite differences, entry by entry, projected too.
@@ -270,18 +370,18 @@ def screen_delta_rule(
             which = f"slopes {key}" if slope else key
             if which not in sources.index:
                 if slope:
-                    if slopes is None:
-                        slopes = _sigmoid_differences(base["s"], moved, rel_step)
                     g = base["slopes"][tensor.layer - 1]
-                    estimate = _projected_estimate(slopes[tensor.layer - 1], r)
+                    estimate = _projected_estimate(
+                        references.slopes()[tensor.layer - 1], r
+                    )
                 else:
                     g, estimate = tensor.autodiff, numeric[key]
                 sources.add(
                     which,
-                    *_project(g, r, drawn.abs_sums[key], drawn.abs_max[key]),
+                    *_project(g, r, abs_sums, abs_max),
                     estimate,
-                    drawn.abs_max[key],
-                    drawn.abs_sums[key],
+                    abs_max,
+                    abs_sums,
                 )
             projected = r @ np.asarray(value, dtype=np.float64).reshape(-1)
             quantities.add(name, value, projected, sources.index[which], factor)
@@ -293,22 +393,18 @@ def screen_delta_rule(
     if all(dtype == np.float64 for dtype in quantities.dtypes):
         checked = _triage(quantities, sources)
     if checked is None or any(c.verdict is not Verdict.PASS for c in checked.values()):
-        # At the edge of the float range the bounds overflow; an infinite
-        # band passes nothing (see MAX_MISS).
-        with np.errstate(over="ignore", invalid="ignore"):
-            totals = delta_rule_error_totals(network, params, x, d, eta, base["sigma"])
-        checked = _triage(quantities, sources, totals)
+        checked = _triage(quantities, sources, references.totals())
     found.update(checked)
-    comparisons = tuple(
-        found[name] for name in quantity_names(network) if name in found
+    return found, quantities.facts
+
+
+def _unresolved(comparison: QuantityComparison) -> bool:
+    """Whether a screened quantity passed all but the miss probability."""
+    return (
+        comparison.verdict is Verdict.INCONCLUSIVE
+        and comparison.n_unsettled == 0
+        and comparison.n_mismatched == 0
     )
-    details = {
-        c.name: quantities.facts[c.name]
-        for c in comparisons
-        if c.name in quantities.facts
-    }
-    suspicious = tuple(c.name for c in comparisons if c.verdict is not Verdict.PASS)
-    return ScreenOutcome(comparisons, details, suspicious)
 
 
 def _autodiff_at_point(

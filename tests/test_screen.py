@@ -501,3 +501,55 @@ def test_screen_differences_only_the_tensors_a_returned_quantity_lies_along(
     assert sorted(result.details["screen"]["quantities"]) == sorted(
         f"dE/d{name}" for name in network.param_shapes()
     )
+
+
+def test_default_screen_takes_one_direction_where_it_settles_the_miss_probability():
+    case = _case()
+
+    adaptive = compare_delta_rule(*case, 0.5, method="screen", seed=3)
+    fixed = compare_delta_rule(*case, 0.5, method="screen", directions=4, seed=3)
+
+    assert adaptive.verdict is fixed.verdict is Verdict.PASS
+    assert adaptive.details["screen"]["adaptive"] is True
+    assert fixed.details["screen"]["adaptive"] is False
+    assert adaptive.details["screen"]["directions"] == 4
+    for name, facts in adaptive.details["screen"]["quantities"].items():
+        # float64 bands leave a 1% error far less likely to slip past one
+        # direction than MAX_MISS, so no quantity took more.
+        assert facts["directions"] == 1, name
+        assert facts["miss_probability"]["0.01"] <= 1e-4, name
+        four = fixed.details["screen"]["quantities"][name]
+        assert four["directions"] == 4
+        assert four["miss_probability"]["0.01"] < facts["miss_probability"]["0.01"]
+        # The first direction is the same one either way (projected in
+        # another order of summation).
+        first = adaptive.quantity(name).worst[0]
+        assert first.name == f"{name}<r0>"
+        same = {w.name: w for w in fixed.quantity(name).worst}[first.name]
+        assert same.autodiff == pytest.approx(first.autodiff, rel=1e-12)
+
+
+def test_default_screen_takes_every_direction_where_one_leaves_the_miss_too_likely(
+    monkeypatch,
+):
+    import gradcheck._screen as screen_module
+
+    # One direction of a float64 screen misses a 1% error with a
+    # probability of about 1e-9: more than this, four far less.
+    monkeypatch.setattr(screen_module, "MAX_MISS", 1e-16)
+    case = _case()
+
+    right = compare_delta_rule(*case, 0.5, method="screen", seed=3)
+    wrong = compare_delta_rule(
+        *case, 0.5, mutants.get("hidden-sum-transposed").derivation, method="screen"
+    )
+
+    assert right.verdict is Verdict.PASS
+    assert right.details["screen"]["checked_in_full"] == []
+    for name, facts in right.details["screen"]["quantities"].items():
+        assert facts["directions"] == 4, name
+        assert facts["miss_probability"]["0.01"] <= 1e-16, name
+    # A mismatch along the first direction goes to the full check at once.
+    assert wrong.verdict is Verdict.FAIL
+    assert "theta[1]" in wrong.details["screen"]["checked_in_full"]
+    assert wrong.details["screen"]["quantities"]["theta[1]"]["directions"] == 1
