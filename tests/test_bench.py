@@ -142,7 +142,7 @@ class TestSelection:
         scale = {
             "sizes": [4, 3, 2],
             "n_params": 23,
-            "directions": 4,
+            "directions": peers.SCALE_DIRECTIONS,
             "right_s": 0.5,
             "right_verdict": "pass",
             "planted_s": None,
@@ -153,6 +153,7 @@ class TestSelection:
 
         lines = peers._scale_lines(scale)
 
+        assert lines[0].endswith(f"screening with {peers.SCALE_DIRECTIONS}")
         assert lines[2] == "  planted error: not run"
 
     def test_sizes_have_the_stated_parameter_counts(self):
@@ -303,7 +304,7 @@ class TestCheckersDoRealWork:
         assert peers._run_gradcheck(problem, False) is True
         assert peers._run_gradcheck(problem, True) is False
 
-    @pytest.mark.parametrize("directions", [1, 4])
+    @pytest.mark.parametrize("directions", [None, 1, 4])
     def test_screen_miss_is_the_largest_recorded_at_one_percent(
         self, problem, directions
     ):
