@@ -36,8 +36,11 @@ share those of ``W[u->v]``; ``theta[v]`` and ``dE/dy[o]`` get directions
 in the space of their probes), so a small wrong tensor is not drowned by
 large right ones. Their entries are independent standard normal draws, so
 they have random signs and an error cannot cancel behind an all-positive
-sum; they come from ``numpy.random.default_rng(seed)``, in the order of
-:func:`gradcheck.quantity_names`' tensors, so a screen is repeatable.
+sum; they come from ``numpy.random.default_rng(seed)``, direction by
+direction (the first of every tensor, in the order of
+:func:`gradcheck.quantity_names`' tensors, then the second, ...), so a
+screen is repeatable and its first ``k`` directions are those of a
+screen of ``k``.
 
 What a screen can miss. Write the analytic value as ``g + e`` with ``g``
 the true gradient of a tensor. For an error ``e`` orthogonal to ``g`` of
@@ -66,8 +69,8 @@ work is arrays, not Python objects per entry or direction: every layer's
 differenced directions run through the network together (see
 :meth:`gradcheck._structured.Point.directional_losses`), and every
 quantity's directions are triaged in one pass (:func:`_triage`). The
-directions of the last (seed, count, shapes) are kept, read-only, and
-reused while they fit in ``KEPT_DIRECTIONS`` floats: drawing them costs
+directions of the last two (seed, count, shapes) are kept, read-only,
+and reused while they fit in ``KEPT_DIRECTIONS`` floats: drawing them costs
 more than the rest of a screen of a large network, and a check repeated
 at other points of the same network (each step of a training run, say)
 draws the same ones.
@@ -132,8 +135,8 @@ NOISE_SPREADS = 3.0
 # not small; the analytic value is held to autodiff along all of them.
 NUMERIC_DIRECTIONS = 1
 
-# The most directions kept for reuse, in floats: 64 MiB, four directions
-# per parameter of a network of two million.
+# The most directions kept for reuse per set, in floats: 64 MiB, four
+# directions per parameter of a network of two million.
 KEPT_DIRECTIONS = 1 << 23
 
 
@@ -223,9 +226,15 @@ def screen_delta_rule(
         base, z, net_input_magnitudes(network, params, base["sigma"], x)
     )
     tensors = _tensors(network, base, batch)
-    drawn = _draw_directions(
-        tuple((key, t.shape) for key, t in tensors.items()), directions, seed
-    )
+    shapes = tuple((key, t.shape) for key, t in tensors.items())
+    # With ``adaptive``, every tensor is screened along its first direction,
+    # and only a quantity that one leaves unresolved (an error of 1% more
+    # likely to slip through than MAX_MISS, with nothing else amiss) along
+    # all of them: directions are independent, so stopping at the first is
+    # held to the same miss probability. The first of a draw of several is
+    # the draw of one, so only that one is drawn unless more are needed.
+    first = 1 if adaptive else directions
+    drawn = _draw_directions(shapes, first, seed)
     # Which tensor and source each returned quantity is screened along.
     plan: list[tuple[str, str, float]] = []
     for name in quantity_names(network):
@@ -254,20 +263,15 @@ def screen_delta_rule(
     )
 
     references = _References(network, params, x, d, eta, base, moved, rel_step)
-    # With ``adaptive``, every tensor is screened along its first direction,
-    # and only a quantity that one leaves unresolved (an error of 1% more
-    # likely to slip through than MAX_MISS, with nothing else amiss) along
-    # all of them: directions are independent, so stopping at the first is
-    # held to the same miss probability.
-    first = 1 if adaptive else directions
     found, facts = _screen_along(
         plan, analytic, tensors, drawn, numeric, references, first
     )
     if first < directions:
         again = [entry for entry in plan if _unresolved(found[entry[0]])]
         if again:
+            every = _draw_directions(shapes, directions, seed)
             more, more_facts = _screen_along(
-                again, analytic, tensors, drawn, numeric, references, directions
+                again, analytic, tensors, every, numeric, references, directions
             )
             found.update(more)
             facts.update(more_facts)
@@ -531,8 +535,9 @@ def _draw_directions(
         seed: seeds ``numpy.random.default_rng``.
 
     Returns:
-        The directions. The last set that fits in ``KEPT_DIRECTIONS``
-        floats is kept and returned again for the same arguments.
+        The directions. The last two sets that fit in ``KEPT_DIRECTIONS``
+        floats are kept and returned again for the same arguments. The
+        first ``k`` directions of a draw are those of a draw of ``k``.
     """
     total = directions * sum(math.prod(shape) for _, shape in shapes)
     if total <= KEPT_DIRECTIONS:
@@ -540,7 +545,9 @@ def _draw_directions(
     return _drawn(shapes, directions, seed)
 
 
-@functools.lru_cache(maxsize=1)
+# Two sets: an adaptive screen's first directions, and all of them where
+# it needs more.
+@functools.lru_cache(maxsize=2)
 def _kept_directions(
     shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
 ) -> _Directions:
@@ -551,13 +558,15 @@ def _drawn(
     shapes: tuple[tuple[str, tuple[int, ...]], ...], directions: int, seed: int
 ) -> _Directions:
     rng = np.random.default_rng(seed)
-    sizes = [directions * math.prod(shape) for _, shape in shapes]
-    flat = rng.standard_normal(sum(sizes))
-    flat.flags.writeable = False
+    sizes = [math.prod(shape) for _, shape in shapes]
+    # Direction by direction: the first of every tensor, then the second,
+    # so that a draw of k is the first k of a larger one.
+    flat = rng.standard_normal((directions, sum(sizes)))
     drawn = _Directions({}, {}, {})
     start = 0
     for (key, _), size in zip(shapes, sizes, strict=True):
-        rows = flat[start : start + size].reshape(directions, -1)
+        rows = np.ascontiguousarray(flat[:, start : start + size])
+        rows.flags.writeable = False
         drawn.rows[key] = rows
         drawn.abs_sums[key] = np.abs(rows).sum(axis=1)
         drawn.abs_max[key] = np.abs(rows).max(axis=1)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -330,6 +331,23 @@ def test_screen_finds_an_error_below_what_finite_differences_resolve():
     )
 
     assert result.details["screen"]["checked_in_full"] == ["dE/dW[1->2]"]
+
+
+def test_the_first_directions_of_a_draw_are_a_smaller_draw():
+    from gradcheck._screen import _drawn
+
+    shapes = (("W[0->1]", (3, 4)), ("b[1]", (4,)), ("s[1]", (2, 4)))
+
+    four, one = _drawn(shapes, 4, 11), _drawn(shapes, 1, 11)
+
+    for key, shape in shapes:
+        assert four.rows[key].shape == (4, math.prod(shape))
+        np.testing.assert_array_equal(four.rows[key][:1], one.rows[key])
+        assert four.rows[key].flags.c_contiguous
+        assert not four.rows[key].flags.writeable
+        np.testing.assert_array_equal(
+            four.abs_max[key], np.abs(four.rows[key]).max(axis=1)
+        )
 
 
 def test_kept_directions_are_the_drawn_ones_and_read_only():
