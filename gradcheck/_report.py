@@ -279,8 +279,13 @@ def _format_screen(screen: Mapping[str, Any]) -> str:
             worst[size] = max(worst.get(size, 0.0), p)
     chances = ", ".join(f"{format_sci(p)} at {size}" for size, p in worst.items())
     full = ", ".join(screen.get("checked_in_full") or ()) or "none"
+    along = f"{screen.get('directions')} directions"
+    if screen.get("adaptive"):
+        # How many each quantity took, of the most it could have.
+        taken = sorted({q["directions"] for q in quantities if "directions" in q})
+        along = f"{' or '.join(map(str, taken)) or 'none'} of up to {along}"
     return (
-        f"{screen.get('directions')} directions (seed {screen.get('seed')}); "
+        f"{along} (seed {screen.get('seed')}); "
         f"largest miss probability {chances}; checked in full: {full}"
     )
 

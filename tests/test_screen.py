@@ -222,11 +222,17 @@ def test_report_summarises_a_screen():
     from gradcheck._report import format_details
 
     result = compare_delta_rule(*_case(), 0.5, method="screen")
+    fixed = compare_delta_rule(*_case(), 0.5, method="screen", directions=3)
 
     text = format_details(result.to_dict()["details"])
 
-    assert text.startswith("screen=4 directions (seed 0); largest miss probability ")
+    assert text.startswith(
+        "screen=1 of up to 4 directions (seed 0); largest miss probability "
+    )
     assert text.endswith("checked in full: none")
+    assert format_details(fixed.to_dict()["details"]).startswith(
+        "screen=3 directions (seed 0); "
+    )
 
 
 def test_screen_gathers_evidence_only_on_what_it_checked_in_full():
