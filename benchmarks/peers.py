@@ -210,11 +210,12 @@ def _planted_derivation(network, params, x, d, eta):
     return out
 
 
-def _run_gradcheck(problem: Problem, planted: bool, **options: object) -> bool:
-    from gradcheck import Verdict, compare_delta_rule, delta_rule
+def _compare(problem: Problem, planted: bool, **options: object) -> object:
+    """Run ``compare_delta_rule`` of the delta rule (planted or not) on a problem."""
+    from gradcheck import compare_delta_rule, delta_rule
 
     derivation = _planted_derivation if planted else delta_rule
-    result = compare_delta_rule(
+    return compare_delta_rule(
         problem.network,
         problem.params,
         problem.x,
@@ -223,7 +224,12 @@ def _run_gradcheck(problem: Problem, planted: bool, **options: object) -> bool:
         derivation=derivation,
         **options,
     )
-    return result.verdict == Verdict.PASS
+
+
+def _run_gradcheck(problem: Problem, planted: bool, **options: object) -> bool:
+    from gradcheck import Verdict
+
+    return _compare(problem, planted, **options).verdict == Verdict.PASS
 
 
 def _run_screen(problem: Problem, planted: bool) -> bool:
@@ -247,18 +253,7 @@ def screen_miss(problem: Problem, directions: int | None) -> float:
     (see ``gradcheck._screen``): how likely the screen was to let a 1%
     error of any one of them through.
     """
-    from gradcheck import compare_delta_rule, delta_rule
-
-    result = compare_delta_rule(
-        problem.network,
-        problem.params,
-        problem.x,
-        problem.d,
-        ETA,
-        derivation=delta_rule,
-        method="screen",
-        directions=directions,
-    )
+    result = _compare(problem, False, method="screen", directions=directions)
     quantities = result.details["screen"]["quantities"].values()
     return max(facts["miss_probability"]["0.01"] for facts in quantities)
 
