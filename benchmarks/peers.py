@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import inspect
 import math
 import multiprocessing
@@ -894,10 +895,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in ("numpy", "jax", "scipy", "torch", "hypothesis", "gradcheck"):
-        with contextlib.suppress(Exception):
-            module = __import__(name)
-            versions[name] = str(getattr(module, "__version__", "?"))
+        # The installed distribution's version: gradcheck has no
+        # __version__ of its own.
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
     return versions
+
+
+def _at_most(p: float) -> str:
+    """Write ``p`` to two significant digits, rounded up, so "at most" holds."""
+    if not (math.isfinite(p) and p > 0):
+        return f"{p:g}"
+    unit = 10.0 ** (math.floor(math.log10(p)) - 1)
+    return f"{math.ceil(p / unit) * unit:.2g}"
 
 
 def _environment() -> dict[str, object]:
@@ -975,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["miss_1pct"] = miss
                 row["note"] = (
                     f"{row['note']}; " if row["note"] else ""
-                ) + f"misses a 1% error with probability at most {miss:.1g}"
+                ) + f"misses a 1% error with probability at most {_at_most(miss)}"
             rows.append(row)
         if args.rounds:
             rows = interleave(rows, problem, args.rounds)

@@ -124,6 +124,9 @@ class TestSelection:
             (["--seed", "x"], "argument --seed: expected an integer, got 'x'"),
             (["--throughput", "-3"], "argument --throughput: expected 0 or more"),
             (["--repeats", "0"], "argument --repeats: expected 1 or more, got 0"),
+            # A negative count names the same bound as zero does.
+            (["--repeats", "-2"], "argument --repeats: expected 1 or more, got -2"),
+            (["--rounds", "-1"], "argument --rounds: expected 0 or more, got -1"),
             (["--max-repeats", "0"], "argument --max-repeats: expected 1 or more"),
             (["--budget", "0"], "argument --budget: expected a positive number"),
             (["--budget", "nan"], "argument --budget: expected a positive number"),
@@ -137,6 +140,29 @@ class TestSelection:
 
         assert exit_.value.code == 2
         assert message in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        ("p", "text"),
+        [
+            (1.284418e-08, "1.3e-08"),
+            (5.3150731e-09, "5.4e-09"),
+            (1.2e-05, "1.2e-05"),
+            (7.810525e-34, "7.9e-34"),
+            (0.0, "0"),
+        ],
+    )
+    def test_at_most_never_rounds_a_probability_down(self, p, text):
+        written = peers._at_most(p)
+
+        assert written == text
+        assert float(written) >= p
+
+    def test_versions_name_the_installed_gradcheck(self):
+        import importlib.metadata
+
+        versions = peers._versions()
+
+        assert versions["gradcheck"] == importlib.metadata.version("gradcheck")
 
     def test_scale_lines_say_the_planted_run_was_skipped(self):
         scale = {
