@@ -123,7 +123,8 @@ MISS_SIZES = (1e-2, 1e-4, 1e-6)
 # (a lower precision at saturated units, say, whose rounding bounds drown
 # the projection) sends the quantity to the full check, which holds each
 # entry to its own bound. One direction meets it up to a relative band of
-# 1.6e-6, four up to 1.6e-3; float64 bands are 1e-11 to 1e-7.
+# 1.6e-6, four up to 1.6e-3; float64 bands measured 1.2e-13 to 4.6e-10
+# (540 quantities of 32 networks).
 MAX_MISS = 1e-4
 
 # How many standard deviations of the first-order change of the loss under
