@@ -268,7 +268,15 @@ def screen_delta_rule(
         plan, analytic, tensors, drawn, numeric, references, first
     )
     if first < directions:
-        again = [entry for entry in plan if _unresolved(found[entry[0]])]
+        # All directions only where they can settle it: about the first's
+        # miss probability to the power of their number. A wide band (a
+        # lower precision's) goes to the full check without them.
+        again = [
+            entry
+            for entry in plan
+            if _unresolved(found[entry[0]])
+            and facts[entry[0]]["miss_probability"]["0.01"] ** directions <= MAX_MISS
+        ]
         if again:
             every = _draw_directions(shapes, directions, seed)
             more, more_facts = _screen_along(

@@ -421,6 +421,9 @@ def test_screen_sends_a_quantity_whose_band_drowns_it_to_the_full_check():
     assert result.first_wrong == "theta[1]"
     facts = result.details["screen"]["quantities"]["theta[1]"]
     assert facts["miss_probability"]["0.01"] > 0.5
+    # Four directions could not have settled so wide a band either, so
+    # the default screen did not take them.
+    assert facts["directions"] == 1
     assert "theta[1]" in result.details["screen"]["checked_in_full"]
 
 
