@@ -225,10 +225,11 @@ def compare_delta_rule(
         directions: directions per tensor for ``method="screen"``. By
             default, the first of each tensor's ``DEFAULT_DIRECTIONS`` (4),
             and all of them only for a quantity that one leaves
-            unresolved: an error of 1% more likely to slip past it than
-            ``MAX_MISS`` (1e-4), as in a lower precision. The directions
-            are independent, so the screen's miss probability is held to
-            the same bound; each quantity records how many it took.
+            unresolved (an error of 1% more likely to slip past it than
+            ``MAX_MISS``, 1e-4) and that all of them could settle. The
+            directions are independent, so the screen's miss probability
+            is held to the same bound; each quantity records how many it
+            took.
         seed: seeds the directions of ``method="screen"``.
         complex_step: tighten the numeric reference with the complex step
             (see :mod:`gradcheck._complex_step`) where it agrees with the
