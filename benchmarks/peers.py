@@ -259,6 +259,10 @@ def screen_miss(problem: Problem, directions: int | None) -> float:
     return max(facts["miss_probability"]["0.01"] for facts in quantities)
 
 
+# What a screen by default takes: the gradcheck-screen row's and the
+# million-parameter screen's directions.
+DEFAULT_SCREEN = f"1 direction per tensor, {DIRECTIONS} where 1 is not enough"
+
 # The screening checkers, by the directions per tensor they ask for.
 SCREEN_DIRECTIONS = {
     "gradcheck-screen": None,
@@ -487,7 +491,7 @@ CHECKERS = {
         Checker(
             "gradcheck-screen",
             'compare_delta_rule(..., method="screen")',
-            f"1 random direction per tensor, {DIRECTIONS} where 1 is not enough",
+            DEFAULT_SCREEN,
             _run_screen,
             compiles=True,
             missing=screen_missing,
@@ -757,10 +761,6 @@ def interleave(
 # its peak memory is its own
 
 
-# How the million-parameter screen draws its directions: by default.
-SCALE_DIRECTIONS = f"1 direction per tensor, {DIRECTIONS} where 1 is not enough"
-
-
 def _scale_job(args: tuple[tuple[int, ...], int, bool]) -> dict[str, object]:
     sizes, seed, planted = args
     from gradcheck import compare_delta_rule
@@ -790,7 +790,7 @@ def _scale_job(args: tuple[tuple[int, ...], int, bool]) -> dict[str, object]:
     return {
         "sizes": list(sizes),
         "n_params": problem.n_params,
-        "directions": SCALE_DIRECTIONS,
+        "directions": DEFAULT_SCREEN,
         "right_s": timings["right"],
         "right_verdict": verdicts["right"],
         "planted_s": timings.get("planted"),

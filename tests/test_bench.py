@@ -168,7 +168,7 @@ class TestSelection:
         scale = {
             "sizes": [4, 3, 2],
             "n_params": 23,
-            "directions": peers.SCALE_DIRECTIONS,
+            "directions": peers.DEFAULT_SCREEN,
             "right_s": 0.5,
             "right_verdict": "pass",
             "planted_s": None,
@@ -179,7 +179,7 @@ class TestSelection:
 
         lines = peers._scale_lines(scale)
 
-        assert lines[0].endswith(f"screening with {peers.SCALE_DIRECTIONS}")
+        assert lines[0].endswith(f"screening with {peers.DEFAULT_SCREEN}")
         assert lines[2] == "  planted error: not run"
 
     def test_sizes_have_the_stated_parameter_counts(self):
